@@ -1,0 +1,61 @@
+"""The store engine: plain Python over zarr, icechunk and bio2zarr. No Dagster imports.
+
+Every operation takes a :class:`Store` (from :func:`open_store`) and returns a small result
+dataclass. Every failure an operator can cause raises a :class:`VczStoreError` subclass whose
+message names the problem. Heavy modules are imported inside functions so that ``vczstore --help``
+stays instant.
+
+    store = open_store("data/store")                       # or "s3://bucket/prefix", storage_options=...
+    convert_vcfs(["b1.vcf.gz"], "staging/b1.vcz", like=store)
+    report = check_batch(store, "staging/b1.vcz")           # CompatibilityReport
+    result = append_batch(store, "staging/b1.vcz", batch_id="b1")   # AppendResult
+    tag_release(store, "2026-11")                           # ReleaseResult
+    store_info(store, at="2026-11")                         # StoreInfo
+"""
+
+from vczstore_dagster.store.append import AppendResult, append_batch
+from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_batch
+from vczstore_dagster.store.convert import ConvertResult, convert_vcfs
+from vczstore_dagster.store.create import InitResult, init_store
+from vczstore_dagster.store.errors import (
+    AuditError,
+    ConcurrentWriteError,
+    IncompatibleBatchError,
+    InvalidInputError,
+    StorageUnavailableError,
+    StoreNotFoundError,
+    VczStoreError,
+)
+from vczstore_dagster.store.inspect import StoreInfo, store_info
+from vczstore_dagster.store.location import Store, open_store, parse_storage_options
+from vczstore_dagster.store.release import Release, ReleaseResult, list_releases, tag_release
+from vczstore_dagster.store.view import write_vcf
+
+__all__ = [
+    "AppendResult",
+    "AuditError",
+    "CompatibilityReport",
+    "ConcurrentWriteError",
+    "ConvertResult",
+    "Finding",
+    "IncompatibleBatchError",
+    "InitResult",
+    "InvalidInputError",
+    "Release",
+    "ReleaseResult",
+    "Store",
+    "StoreInfo",
+    "StoreNotFoundError",
+    "StorageUnavailableError",
+    "VczStoreError",
+    "append_batch",
+    "check_batch",
+    "convert_vcfs",
+    "init_store",
+    "list_releases",
+    "open_store",
+    "parse_storage_options",
+    "store_info",
+    "tag_release",
+    "write_vcf",
+]

@@ -1,0 +1,309 @@
+"""Append a batch of new samples as one atomic commit.
+
+Chunk arithmetic: the store holds ``n0`` samples in columns of ``S`` samples. Store column
+``c0 = n0 // S`` is partial when ``r = n0 % S > 0``. A batch laid out with ``sample_offset == r``
+has its column ``j`` on store column ``c0 + j``, so every column but the partial one is copied as
+encoded bytes; the partial column is merged and re-encoded. A batch on any other grid or encoding
+is re-encoded one block (variant chunk × sample chunk) at a time, so memory stays bounded by a
+block whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+
+import numpy as np
+
+from vczstore_dagster.store import schema
+from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
+from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
+from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
+from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
+from vczstore_dagster.store.transaction import commit, pause_for_tests
+
+log = logging.getLogger(__name__)
+COPY_CONCURRENCY = 64
+# INFO fields computed from the samples: they describe only the first batch once others arrive.
+SAMPLE_DERIVED_INFO = ("variant_AC", "variant_AN", "variant_AF", "variant_NS", "variant_DP")
+
+
+@dataclasses.dataclass
+class AppendResult:
+    batch_id: str
+    snapshot_id: str | None
+    samples_before: int
+    samples_after: int
+    chunks_copied: int
+    chunks_reencoded: int
+    bytes_copied: int
+    fast_path: bool
+    seconds: float
+    findings: list[Finding]
+    attempts: int = 1
+
+    @property
+    def num_samples_added(self) -> int:
+        return self.samples_after - self.samples_before
+
+
+@dataclasses.dataclass
+class _Work:
+    chunks_copied: int = 0
+    chunks_reencoded: int = 0
+    bytes_copied: int = 0
+    samples_before: int = 0
+    ids_before_digest: str = ""
+
+
+def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bool = False) -> AppendResult:
+    """Append the batch at ``batch_path``; refuses (store untouched) when the check finds errors."""
+    t0 = time.perf_counter()
+    batch = open_batch(batch_path)
+    batch_id = check_batch_id(batch_id or batch.name.removesuffix(".vcz"))
+    report = check_against_group(store.readonly_group(), batch)
+    _refuse_if_bad(report, batch, batch_id, read_ledger(store.readonly_group()))
+    batch_ids = batch.sample_ids()
+
+    def operation(group, parent):
+        ledger = read_ledger(group)
+        current = check_against_group(group, batch)  # main may have moved since the first check
+        _refuse_if_bad(current, batch, batch_id, ledger)
+        work = _Work(samples_before=schema.num_samples(group))
+        work.ids_before_digest = _digest(group["sample_id"][...])
+        write_samples(group, batch, work, progress=progress, icechunk=parent is not None)
+        ledger.batches.append(
+            BatchRecord(batch_id, work.samples_before, work.samples_before + batch.num_samples,
+                        now(), parent)
+        )
+        ledger.stale_info_fields = sorted(f for f in SAMPLE_DERIVED_INFO if f in group)
+        write_ledger(group, ledger)
+        return work
+
+    def audit(after, work: _Work):
+        expected = work.samples_before + batch.num_samples
+        for name, array in schema.sample_arrays(after).items():
+            got = array.shape[schema.sample_axis(array)]
+            if got != expected:
+                raise AuditError(f"audit: {name} has {got} samples after the append, expected {expected}")
+        ids = schema.strings(after["sample_id"][...])
+        if _digest(ids[: work.samples_before]) != work.ids_before_digest:
+            raise AuditError("audit: the store's existing sample ids changed during the append")
+        if not np.array_equal(ids[work.samples_before :], batch_ids):
+            raise AuditError("audit: the appended sample ids differ from the batch's")
+
+    message = f"append batch {batch_id}: {batch.num_samples} samples"
+    done = commit(store, operation, message=message, audit=audit,
+                  metadata={"operation": "append", "batch_id": batch_id,
+                            "num_samples": batch.num_samples})
+    work: _Work = done.result
+    return AppendResult(
+        batch_id=batch_id,
+        snapshot_id=done.snapshot_id,
+        samples_before=work.samples_before,
+        samples_after=work.samples_before + batch.num_samples,
+        chunks_copied=work.chunks_copied,
+        chunks_reencoded=work.chunks_reencoded,
+        bytes_copied=work.bytes_copied,
+        fast_path=report.fast_path,
+        seconds=time.perf_counter() - t0,
+        findings=report.findings,
+        attempts=done.attempts,
+    )
+
+
+def _refuse_if_bad(report: CompatibilityReport, batch: Batch, batch_id: str, ledger) -> None:
+    if batch_id in ledger.batch_ids():
+        raise IncompatibleBatchError(f"batch {batch_id} is already in the store", report)
+    if not report.ok:
+        raise IncompatibleBatchError(
+            f"batch {batch.name} refused: " + "; ".join(f.message for f in report.errors), report
+        )
+    if batch.num_samples == 0:
+        raise InvalidInputError(f"batch {batch.name} has no samples")
+
+
+def _digest(values) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for v in schema.strings(values):
+        h.update(v.encode() + b"\0")
+    return h.hexdigest()
+
+
+def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk: bool) -> None:
+    """Grow every sample array by the batch and fill the new columns."""
+    n0 = work.samples_before
+    n1 = n0 + batch.num_samples
+    targets = schema.sample_arrays(group)
+    sources = schema.sample_arrays(batch.group)
+    plans = []
+    for name, array in targets.items():
+        axis = schema.sample_axis(array)
+        shape = list(array.shape)
+        shape[axis] = n1
+        if icechunk:  # Icechunk refuses chunks outside an array's shape: grow first.
+            array.resize(tuple(shape))
+            writable = array
+        else:  # plain Zarr: write chunks first, the array's metadata last.
+            writable = _shadow(array, tuple(shape))
+        plans.append((name, array, writable, sources[name], axis, tuple(shape)))
+    total = sum(_count_units(w, axis, n0, n1) for _, _, w, _, axis, _ in plans)
+    bar = _progress(total, progress)
+    try:
+        for name, array, writable, source, axis, shape in plans:
+            _fill_array(name, writable, source, axis, n0, n1, batch.sample_offset, work, bar)
+            if not icechunk:
+                array.resize(shape)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _shadow(array, shape):
+    """The same array with a larger shape, whose metadata is not written until ``resize``."""
+    import zarr
+    from zarr.core.array import AsyncArray
+
+    meta = array.metadata.update_shape(shape)
+    return zarr.Array(AsyncArray(metadata=meta, store_path=array.async_array.store_path))
+
+
+def _progress(total, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="chunk", desc="append")
+
+
+def _count_units(array, axis, n0, n1) -> int:
+    s = array.chunks[axis]
+    cols = (n1 - 1) // s - n0 // s + 1
+    other = 1
+    for i, (size, chunk) in enumerate(zip(array.shape, array.chunks, strict=True)):
+        if i != axis:
+            other *= -(-size // chunk)
+    return cols * other
+
+
+def _fill_array(name, dst, src, axis, n0, n1, offset, work: _Work, bar) -> None:
+    from vczstore_dagster.store.schema import encoding_signature
+
+    s = dst.chunks[axis]
+    c0, r = divmod(n0, s)
+    copyable = (
+        offset == r
+        and src.chunks == dst.chunks[: len(src.chunks)]
+        and encoding_signature(src) == encoding_signature(dst)
+    )
+    last_col = (n1 - 1) // s
+    copy_cols = []
+    for c in range(c0, last_col + 1):
+        if copyable and not (c == c0 and r > 0):
+            copy_cols.append(c)
+        else:
+            _reencode_column(dst, src, axis, c, n0, n1, offset, work, bar)
+    if copy_cols:
+        pause_for_tests("chunks")
+        _copy_columns(dst, src, axis, copy_cols, c0, work, bar)
+    log.debug("%s: %d columns copied", name, len(copy_cols))
+
+
+def _reencode_column(dst, src, axis, c, n0, n1, offset, work: _Work, bar) -> None:
+    s = dst.chunks[axis]
+    lo = max(c * s, n0)
+    hi = min((c + 1) * s, n1)
+    src_lo = offset + (lo - n0)
+    src_hi = src_lo + (hi - lo)
+    trailing = dst.shape[axis + 1 :]
+    if axis == 0:
+        values = np.asarray(src[src_lo:src_hi])
+        dst[lo:hi] = _cast(values, dst)
+        work.chunks_reencoded += 1
+        if bar is not None:
+            bar.update(1)
+        return
+    vchunk = dst.chunks[0]
+    for v0 in range(0, dst.shape[0], vchunk):
+        v1 = min(dst.shape[0], v0 + vchunk)
+        values = np.asarray(src[v0:v1, src_lo:src_hi])
+        if values.shape[2:] != tuple(trailing):
+            values = _fit_trailing(values, trailing, dst)
+        dst[v0:v1, lo:hi] = _cast(values, dst)
+        n_trailing_chunks = int(np.prod([-(-t // ch) for t, ch in zip(trailing, dst.chunks[2:], strict=True)] or [1]))
+        work.chunks_reencoded += n_trailing_chunks
+        if bar is not None:
+            bar.update(n_trailing_chunks)
+
+
+def _cast(values, dst):
+    if getattr(dst.dtype, "kind", "") in ("T", "O", "U"):
+        return values
+    target = np.dtype(dst.dtype)
+    if values.dtype == target:
+        return values
+    if target.kind in "iu" and values.dtype.kind in "iu":
+        info = np.iinfo(target)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise InvalidInputError(f"a value of {dst.path} does not fit the store's {target}")
+    return values.astype(target)
+
+
+def _fit_trailing(values, trailing, dst):
+    """Pad a smaller trailing dimension with the fill value (never truncates: the check refuses that)."""
+    pad = [(0, 0), (0, 0)] + [(0, t - v) for t, v in zip(trailing, values.shape[2:], strict=True)]
+    return np.pad(values, pad, constant_values=schema.fill_value_for(dst))
+
+
+def _copy_columns(dst, src, axis, cols, c0, work: _Work, bar) -> None:
+    """Copy encoded chunk bytes of batch columns ``c - c0`` to store columns ``c``."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    grid = [range(-(-size // ch)) for size, ch in zip(dst.shape, dst.chunks, strict=True)]
+    src_grid = [range(-(-size // ch)) for size, ch in zip(src.shape, src.chunks, strict=True)]
+    src_store = src.async_array.store_path
+    dst_store = dst.async_array.store_path
+    pairs = []
+    for c in cols:
+        ranges = list(grid)
+        ranges[axis] = [c]
+        for coords in itertools.product(*ranges):
+            scoords = list(coords)
+            scoords[axis] = c - c0
+            if any(sc >= len(g) for sc, g in zip(scoords, src_grid, strict=True)):
+                continue
+            pairs.append((src.metadata.encode_chunk_key(tuple(scoords)),
+                          dst.metadata.encode_chunk_key(coords)))
+    proto = default_buffer_prototype()
+
+    async def copy_all():
+        sem = asyncio.Semaphore(COPY_CONCURRENCY)
+
+        async def one(skey, dkey):
+            async with sem:
+                buf = await (src_store / skey).get(prototype=proto)
+                if buf is None:
+                    await (dst_store / dkey).delete()
+                    n = 0
+                else:
+                    await (dst_store / dkey).set(buf)
+                    n = len(buf)
+            return n
+
+        tasks = [one(s, d) for s, d in pairs]
+        copied = 0
+        for i in range(0, len(tasks), 4096):
+            sizes = await asyncio.gather(*tasks[i : i + 4096])
+            copied += sum(sizes)
+            if bar is not None:
+                bar.update(len(sizes))
+        return copied
+
+    work.bytes_copied += sync(copy_all())
+    work.chunks_copied += len(pairs)

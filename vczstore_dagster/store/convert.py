@@ -1,0 +1,225 @@
+"""VCF files → a VCZ batch encoded in a store's schema (dtypes, trailing shapes, chunks, codecs,
+Zarr format) and laid out on the store's sample grid, so that appending it copies encoded chunks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from vczstore_dagster.store import schema
+from vczstore_dagster.store.batch import OFFSET_ATTR
+from vczstore_dagster.store.errors import InvalidInputError
+
+SHUFFLE_IDS = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    path: str
+    num_samples: int
+    num_variants: int
+    sample_offset: int
+    dropped_fields: list[str]
+    seconds: float
+
+
+def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_processes: int = 0,
+                 variants_chunk_size: int | None = None, samples_chunk_size: int | None = None,
+                 zarr_format: int = 3) -> ConvertResult:
+    """Convert ``vcfs`` into a VCZ at ``out``; with ``like`` (a Store), in that store's schema."""
+    from bio2zarr import vcf as b2z
+
+    t0 = time.perf_counter()
+    out = pathlib.Path(out)
+    if out.exists():
+        raise InvalidInputError(f"{out}: already exists; choose a new output path")
+    vcfs = [pathlib.Path(v) for v in vcfs]
+    for v in vcfs:
+        if not v.is_file():
+            raise InvalidInputError(f"{v}: no such VCF file")
+    template = like.readonly_group() if like is not None else None
+    with tempfile.TemporaryDirectory(prefix="vczstore-convert-", dir=out.parent) as tmp:
+        tmp = pathlib.Path(tmp)
+        inputs = [_indexed(v, tmp) for v in vcfs]
+        icf = tmp / "batch.icf"
+        try:
+            b2z.explode(str(icf), [str(v) for v in inputs], worker_processes=worker_processes,
+                        show_progress=progress)
+        except Exception as exc:
+            raise InvalidInputError(f"{', '.join(map(str, vcfs))}: cannot be read as VCF ({exc})") from exc
+        dropped: list[str] = []
+        schema_path = None
+        fmt = zarr_format
+        if template is not None:
+            spec, dropped = _schema_like(icf, template)
+            schema_path = tmp / "schema.json"
+            schema_path.write_text(json.dumps(spec))
+            fmt = schema.zarr_format(template)
+        offset = 0
+        if template is not None:
+            offset = schema.num_samples(template) % schema.samples_chunk_size(template)
+        encoded = tmp / "encoded.vcz" if offset else out
+        b2z.encode(str(icf), str(encoded), schema_path=str(schema_path) if schema_path else None,
+                   variants_chunk_size=None if schema_path else variants_chunk_size,
+                   samples_chunk_size=None if schema_path else samples_chunk_size,
+                   worker_processes=worker_processes, show_progress=progress, zarr_format=fmt)
+        if offset:
+            lay_out_with_offset(encoded, out, offset)
+    import zarr
+
+    g = zarr.open_group(str(out), mode="r")
+    return ConvertResult(str(out), schema.num_samples(g) - offset, schema.num_variants(g), offset,
+                         dropped, time.perf_counter() - t0)
+
+
+def _indexed(vcf: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
+    """bio2zarr needs bgzipped, indexed VCFs: make a copy that is, when the input is not."""
+    if any(pathlib.Path(str(vcf) + ext).exists() for ext in (".csi", ".tbi")):
+        return vcf
+    bcftools = shutil.which("bcftools")
+    if bcftools is None:
+        raise InvalidInputError(f"{vcf}: not indexed, and bcftools is not installed to index it")
+    target = tmp / (vcf.name.removesuffix(".gz").removesuffix(".vcf") + ".vcf.gz")
+    for cmd in ([bcftools, "view", "--no-version", "-Oz", "-o", str(target), str(vcf)],
+                [bcftools, "index", "-f", str(target)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InvalidInputError(f"{vcf}: cannot be read as VCF: {proc.stderr.strip()[:300]}")
+    return target
+
+
+def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
+    """bio2zarr's schema for the ICF, rewritten to the store's dtypes, shapes, chunks and codecs."""
+    from bio2zarr import vcf as b2z
+
+    icf = b2z.IntermediateColumnarFormat(str(icf_path))
+    spec = json.loads(icf.generate_schema().asjson())
+    store_arrays = {name: a for name, a in template.arrays()}
+    dims = spec["dimensions"]
+    dims["variants"]["chunk_size"] = schema.variants_chunk_size(template)
+    dims["samples"]["chunk_size"] = schema.samples_chunk_size(template)
+    dropped = []
+    fields = []
+    for field in spec["fields"]:
+        name = field["name"]
+        target = store_arrays.get(name)
+        if target is None:
+            if name.startswith("call_"):
+                dropped.append(name)
+                continue
+            fields.append(field)
+            continue
+        target_dims = schema.dims(target)
+        for dim, size in zip(target_dims, target.shape, strict=True):
+            if dim in ("variants", "samples"):
+                continue
+            have = dims.get(dim, {}).get("size", size)
+            if have > size and name.startswith("call_"):
+                raise InvalidInputError(
+                    f"field {name}: the batch needs {have} values along {dim}; the store holds {size}"
+                )
+            dims.setdefault(dim, {})["size"] = size
+            dims[dim]["chunk_size"] = target.chunks[target_dims.index(dim)]
+        if list(field["dimensions"]) != list(target_dims) and name.startswith("call_"):
+            field["dimensions"] = list(target_dims)
+        dtype = _dtype_code(target)
+        if dtype is not None and name.startswith(("call_", "variant_")) and field.get("source"):
+            _check_fits(icf, field["source"], name, dtype)
+        if dtype is not None:
+            field["dtype"] = dtype
+        field["compressor"], field["filters"] = _numcodecs_config(target)
+        fields.append(field)
+    spec["fields"] = fields
+    return spec, dropped
+
+
+def _dtype_code(array) -> str | None:
+    dt = array.dtype
+    if getattr(dt, "kind", "") in ("T", "O", "U"):
+        return None
+    return np.dtype(dt).str.lstrip("<|>")
+
+
+def _check_fits(icf, source: str, name: str, dtype: str) -> None:
+    field = icf.fields.get(source)
+    if field is None:
+        return
+    bounds = schema.dtype_bounds(dtype)
+    summary = field.vcf_field.summary
+    if bounds is None or np.dtype(dtype).kind == "f":
+        return
+    lo, hi = bounds
+    if summary.max_value is not None and np.isfinite(summary.max_value) and summary.max_value > hi:
+        raise InvalidInputError(
+            f"field {name}: value {summary.max_value} does not fit the store's {dtype} (max {int(hi)})"
+        )
+    if summary.min_value is not None and np.isfinite(summary.min_value) and summary.min_value < lo:
+        raise InvalidInputError(
+            f"field {name}: value {summary.min_value} does not fit the store's {dtype} (min {int(lo)})"
+        )
+
+
+def _numcodecs_config(array):
+    """The store array's compressor and filters as bio2zarr's schema writes them (numcodecs dicts)."""
+    meta = array.metadata
+    if meta.zarr_format == 2:
+        comp = meta.compressor.get_config() if meta.compressor is not None else None
+        filters = [f.get_config() for f in (meta.filters or [])] or None
+        return comp, filters
+    comp = None
+    for codec in meta.codecs:
+        d = codec.to_dict()
+        if d["name"] == "blosc":
+            c = dict(d["configuration"])
+            shuffle = c.get("shuffle", "noshuffle")
+            comp = {"id": "blosc", "cname": c["cname"], "clevel": c["clevel"],
+                    "shuffle": SHUFFLE_IDS.get(shuffle, shuffle), "blocksize": c.get("blocksize", 0)}
+        elif d["name"] == "zstd":
+            comp = {"id": "zstd", "level": d["configuration"].get("level", 0)}
+    return comp, None
+
+
+def lay_out_with_offset(src_path, dst_path, offset: int) -> None:
+    """Copy a VCZ, inserting ``offset`` empty sample slots first so its chunk columns line up."""
+    import zarr
+
+    src = zarr.open_group(str(src_path), mode="r")
+    dst = zarr.open_group(str(dst_path), mode="w", zarr_format=src.metadata.zarr_format)
+    dst.attrs.update({**dict(src.attrs), OFFSET_ATTR: offset})
+    for name, array in src.arrays():
+        axis = schema.sample_axis(array)
+        if axis is None:
+            shutil.copytree(pathlib.Path(src_path) / name, pathlib.Path(dst_path) / name)
+            continue
+        shape = list(array.shape)
+        shape[axis] += offset
+        meta = array.metadata
+        kwargs = dict(name=name, shape=tuple(shape), chunks=array.chunks, dtype=array.dtype,
+                      fill_value=meta.fill_value, attributes=dict(array.attrs))
+        if meta.zarr_format == 3:
+            kwargs.update(serializer=array.serializer, compressors=array.compressors,
+                          filters=array.filters, dimension_names=meta.dimension_names)
+        else:
+            kwargs.update(compressors=array.compressors, filters=array.filters)
+        target = dst.create_array(**kwargs)
+        s = array.chunks[axis]
+        if axis == 0:
+            target[offset:] = array[...]
+            continue
+        vchunk = array.chunks[0]
+        for v0 in range(0, array.shape[0], vchunk):
+            v1 = min(array.shape[0], v0 + vchunk)
+            for j0 in range(0, array.shape[axis], s):
+                j1 = min(array.shape[axis], j0 + s)
+                target[v0:v1, offset + j0 : offset + j1] = array[v0:v1, j0:j1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(dst_path))

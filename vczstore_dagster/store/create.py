@@ -1,0 +1,258 @@
+"""Create a store: from a VCZ whose samples become the first batch, or from a variants-only source."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tempfile
+
+import numpy as np
+
+from vczstore_dagster.store import schema
+from vczstore_dagster.store.batch import check_batch_id, open_batch
+from vczstore_dagster.store.errors import InvalidInputError
+from vczstore_dagster.store.ledger import BatchRecord, Ledger, now, write_ledger
+from vczstore_dagster.store.location import (
+    BACKENDS,
+    Location,
+    detect_backend,
+    repository_config,
+    storage_error,
+)
+
+DEFAULT_SAMPLES_CHUNK = 1000
+# A variants-only VCF has no sample data to size integer FORMAT fields by: leave room.
+VARIANTS_ONLY_INT_DTYPE = "i4"
+
+
+@dataclasses.dataclass
+class InitResult:
+    url: str
+    backend: str
+    num_variants: int
+    num_samples: int
+    snapshot_id: str | None
+    batch_id: str | None
+
+
+def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backend: str = "icechunk",
+               zarr_format: int = 3, samples_chunk_size: int | None = None, batch_id: str | None = None,
+               progress: bool = False) -> InitResult:
+    """Create a new store at ``url`` (it must not exist yet)."""
+    if (from_vcz is None) == (not variants):
+        raise InvalidInputError("init needs exactly one of --from VCZ or --variants SOURCE")
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "icechunk" and zarr_format != 3:
+        raise InvalidInputError("Icechunk stores are Zarr format 3")
+    location = Location.parse(url, storage_options)
+    if detect_backend(location) is not None or (
+        location.is_local and pathlib.Path(location.path).exists() and any(pathlib.Path(location.path).iterdir())
+    ):
+        raise InvalidInputError(f"{url}: a store (or other files) already exists there")
+
+    with tempfile.TemporaryDirectory(prefix="vczstore-init-") as tmp:
+        if from_vcz is not None:
+            source = open_batch(from_vcz)
+            if source.sample_offset:
+                raise InvalidInputError(f"{from_vcz}: a batch laid out for another store cannot start one")
+            batch_id = check_batch_id(batch_id or source.name.removesuffix(".vcz"))
+            _check_new_samples(source)
+            group = source.group
+            n = source.num_samples
+        else:
+            group = _variants_only(variants, pathlib.Path(tmp), samples_chunk_size)
+            batch_id, n = None, 0
+        if samples_chunk_size and from_vcz is not None and samples_chunk_size != group["sample_id"].chunks[0]:
+            raise InvalidInputError(
+                f"{from_vcz}: its sample chunk size is {group['sample_id'].chunks[0]}; convert it with "
+                f"{samples_chunk_size} or leave --samples-chunk-size out"
+            )
+        ledger = Ledger.new()
+        if batch_id is not None:
+            ledger.batches.append(BatchRecord(batch_id, 0, n, now(), None))
+        snapshot = _write_new_store(location, backend, zarr_format, group, ledger, progress,
+                                    message=f"init: {n} samples, {schema.num_variants(group)} variants"
+                                    + (f" (batch {batch_id})" if batch_id else ""),
+                                    batch_id=batch_id)
+        num_variants = schema.num_variants(group)
+    return InitResult(url, backend, num_variants, n, snapshot, batch_id)
+
+
+def _check_new_samples(batch) -> None:
+    ids = batch.sample_ids()
+    if np.any(ids == ""):
+        raise InvalidInputError(f"batch {batch.name}: a sample has an empty id")
+    values, counts = np.unique(ids, return_counts=True)
+    if np.any(counts > 1):
+        raise InvalidInputError(f"batch {batch.name}: sample {values[counts > 1][0]} appears more than once")
+
+
+def _variants_only(sources, tmp: pathlib.Path, samples_chunk_size):
+    """A zero-sample VCZ from the first source (a VCZ, or a VCF converted here)."""
+    import zarr
+
+    if len(sources) > 1:
+        raise InvalidInputError("init from several variant sources needs variant harmonisation (not yet)")
+    source = pathlib.Path(sources[0])
+    if source.is_dir():
+        vcz = open_batch(source).group
+    else:
+        from vczstore_dagster.store.convert import convert_vcfs
+
+        out = tmp / "variants.vcz"
+        convert_vcfs([source], out, samples_chunk_size=samples_chunk_size or DEFAULT_SAMPLES_CHUNK)
+        vcz = zarr.open_group(str(out), mode="r")
+        if schema.num_samples(vcz) == 0:
+            return _widen_ints(vcz, tmp)
+    return _zero_samples(vcz, tmp, samples_chunk_size)
+
+
+def _zero_samples(vcz, tmp, samples_chunk_size):
+    """Copy the variant arrays and give every sample array a samples dimension of 0."""
+    import zarr
+
+    out = zarr.open_group(str(tmp / "zero.vcz"), mode="w", zarr_format=vcz.metadata.zarr_format)
+    out.attrs.update(dict(vcz.attrs))
+    for name, array in vcz.arrays():
+        axis = schema.sample_axis(array)
+        shape = list(array.shape)
+        chunks = list(array.chunks)
+        if axis is not None:
+            shape[axis] = 0
+            chunks[axis] = samples_chunk_size or chunks[axis]
+        new = _create_like(out, name, array, tuple(shape), tuple(chunks))
+        if axis is None:
+            _copy_values(array, new)
+    return out
+
+
+def _widen_ints(vcz, tmp):
+    """A sites-only VCF gives FORMAT fields no values to size dtypes by; widen the integer ones."""
+    import zarr
+
+    out = zarr.open_group(str(tmp / "widened.vcz"), mode="w", zarr_format=vcz.metadata.zarr_format)
+    out.attrs.update(dict(vcz.attrs))
+    for name, array in vcz.arrays():
+        dtype = array.dtype
+        if name.startswith("call_") and name not in ("call_genotype",) and np.dtype(dtype).kind == "i":
+            dtype = np.dtype(VARIANTS_ONLY_INT_DTYPE)
+        new = _create_like(out, name, array, array.shape, array.chunks, dtype=dtype)
+        if schema.sample_axis(array) is None:
+            _copy_values(array, new)
+    return out
+
+
+def _create_like(group, name, array, shape, chunks, dtype=None):
+    meta = array.metadata
+    kwargs = dict(name=name, shape=shape, chunks=chunks, dtype=dtype or array.dtype,
+                  fill_value=meta.fill_value, attributes=dict(array.attrs),
+                  compressors=array.compressors, filters=array.filters)
+    if meta.zarr_format == 3:
+        kwargs.update(serializer=array.serializer, dimension_names=meta.dimension_names)
+    return group.create_array(**kwargs)
+
+
+def _copy_values(src, dst) -> None:
+    if src.ndim == 0 or src.shape[0] == 0:
+        return
+    step = src.chunks[0] * 16
+    for i in range(0, src.shape[0], step):
+        dst[i : i + step] = src[i : i + step]
+
+
+def _write_new_store(location, backend, zarr_format, source, ledger, progress, message, batch_id):
+    import icechunk
+    import zarr
+
+    if backend == "icechunk":
+        try:
+            repo = icechunk.Repository.create(location.icechunk_storage(), config=repository_config())
+        except icechunk.IcechunkError as exc:
+            raise storage_error(location, exc) from exc
+        with location.write_lock():
+            session = repo.writable_session("main")
+            root = zarr.open_group(session.store, mode="w", zarr_format=3)
+            copy_group(source, root, progress=progress)
+            write_ledger(root, ledger)
+            meta = {"operation": "init", "num_samples": ledger.batches[0].num_samples if ledger.batches else 0}
+            if batch_id:
+                meta["batch_id"] = batch_id
+            snapshot = session.commit(message, metadata=meta)
+        repo.save_config()
+        return snapshot
+    zstore = location.zarr_store(read_only=False)
+    root = zarr.open_group(zstore, mode="w", zarr_format=zarr_format)
+    copy_group(source, root, progress=progress)
+    write_ledger(root, ledger)
+    zarr.consolidate_metadata(zstore)
+    return None
+
+
+def copy_group(src, dst, *, progress: bool = False) -> None:
+    """Copy a VCZ group: encoded bytes where the encodings agree, else re-encoded block by block."""
+    from vczstore_dagster.store.append import _copy_columns, _Work
+
+    dst.attrs.update(dict(src.attrs))
+    same_format = src.metadata.zarr_format == dst.metadata.zarr_format
+    arrays = list(src.arrays())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(arrays), unit="array", desc="init")
+    for name, array in arrays:
+        if name == "region_index" and not same_format:
+            continue
+        new = _create_like_converted(dst, name, array)
+        if array.size == 0:
+            pass
+        elif same_format:
+            axis = 0
+            cols = range(-(-array.shape[0] // array.chunks[0]))
+            _copy_columns(new, array, axis, list(cols), 0, _Work(), None)
+        else:
+            _copy_blocks(array, new)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def _create_like_converted(group, name, array):
+    """An array like ``array`` in the group's Zarr format (v2 encodings translated to v3)."""
+    meta = array.metadata
+    fill = meta.fill_value
+    if fill is None:
+        fill = _default_fill(array)
+    kwargs = dict(name=name, shape=array.shape, chunks=array.chunks, dtype=array.dtype,
+                  fill_value=fill, attributes={k: v for k, v in array.attrs.items()
+                                                if k != "_ARRAY_DIMENSIONS"},
+                  compressors=array.compressors)
+    if group.metadata.zarr_format == 3:
+        kwargs["dimension_names"] = schema.dims(array) or None
+        if meta.zarr_format == 3:
+            kwargs.update(serializer=array.serializer, filters=array.filters)
+    else:
+        kwargs["attributes"]["_ARRAY_DIMENSIONS"] = list(schema.dims(array))
+        kwargs["filters"] = array.filters
+    return group.create_array(**kwargs)
+
+
+def _default_fill(array):
+    kind = getattr(array.dtype, "kind", "")
+    if kind in ("T", "O", "U"):
+        return ""
+    if kind == "b":
+        return False
+    if kind == "f":
+        return 0.0
+    return 0
+
+
+def _copy_blocks(src, dst) -> None:
+    if src.ndim == 1:
+        _copy_values(src, dst)
+        return
+    for i in range(0, src.shape[0], src.chunks[0]):
+        dst[i : i + src.chunks[0]] = src[i : i + src.chunks[0]]

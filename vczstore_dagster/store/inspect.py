@@ -1,0 +1,65 @@
+"""What is in a store, at its head or at any release or snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vczstore_dagster.store import schema
+from vczstore_dagster.store.ledger import BatchRecord, read_ledger
+from vczstore_dagster.store.release import active_samples
+
+
+@dataclasses.dataclass
+class StoreInfo:
+    url: str
+    backend: str
+    ref: str
+    snapshot_id: str | None
+    zarr_format: int
+    num_variants: int
+    num_samples: int
+    num_active_samples: int
+    samples_chunk_size: int
+    variants_chunk_size: int
+    arrays: list[str]
+    bytes: int | None
+    batches: list[BatchRecord]
+    releases: list[str]
+    stale_info_fields: list[str]
+    last_commit_message: str | None
+    last_commit_time: str | None
+
+
+def store_info(store, at: str | None = None) -> StoreInfo:
+    group = store.readonly_group(at)
+    ledger = read_ledger(group)
+    snapshot = message = when = None
+    size = None
+    if store.backend == "icechunk":
+        session = store.readonly_session(at)
+        snapshot = session.snapshot_id
+        info = next(iter(store.repo.ancestry(snapshot_id=snapshot)))
+        message, when = info.message, info.written_at.isoformat(timespec="seconds")
+        try:
+            size = int(store.repo.total_chunks_storage())
+        except Exception:  # older repositories or storages without listing
+            size = None
+    return StoreInfo(
+        url=store.url,
+        backend=store.backend,
+        ref=at or "main",
+        snapshot_id=snapshot,
+        zarr_format=schema.zarr_format(group),
+        num_variants=schema.num_variants(group),
+        num_samples=schema.num_samples(group),
+        num_active_samples=active_samples(group),
+        samples_chunk_size=schema.samples_chunk_size(group),
+        variants_chunk_size=schema.variants_chunk_size(group),
+        arrays=sorted(name for name, _ in group.arrays()),
+        bytes=size,
+        batches=ledger.batches,
+        releases=[r.name for r in ledger.releases],
+        stale_info_fields=ledger.stale_info_fields,
+        last_commit_message=message,
+        last_commit_time=when,
+    )

@@ -1,0 +1,103 @@
+"""The store's own record, kept in the root group's attributes under ``vczstore``.
+
+It lists the batches appended (id and sample range), the releases, and the withdrawn registry as
+salted hashes. It never holds a sample ID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+from datetime import UTC, datetime
+
+LEDGER_KEY = "vczstore"
+LEDGER_VERSION = 1
+
+
+@dataclasses.dataclass
+class BatchRecord:
+    batch_id: str
+    sample_start: int
+    sample_stop: int
+    appended_at: str
+    parent_snapshot: str | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.sample_stop - self.sample_start
+
+
+@dataclasses.dataclass
+class ReleaseRecord:
+    name: str
+    created_at: str
+    active_samples: int
+    batches: list[str]
+    message: str = ""
+    withdrawals_since_previous: int = 0
+    replaces: str | None = None
+
+
+@dataclasses.dataclass
+class Ledger:
+    salt: str
+    batches: list[BatchRecord] = dataclasses.field(default_factory=list)
+    withdrawn: list[str] = dataclasses.field(default_factory=list)
+    withdrawals: int = 0
+    releases: list[ReleaseRecord] = dataclasses.field(default_factory=list)
+    stale_info_fields: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def new(cls) -> Ledger:
+        return cls(salt=secrets.token_hex(16))
+
+    @classmethod
+    def from_attrs(cls, attrs) -> Ledger:
+        raw = dict(attrs.get(LEDGER_KEY) or {})
+        if not raw:
+            return cls.new()
+        return cls(
+            salt=raw["salt"],
+            batches=[BatchRecord(**b) for b in raw.get("batches", [])],
+            withdrawn=list(raw.get("withdrawn", [])),
+            withdrawals=int(raw.get("withdrawals", 0)),
+            releases=[ReleaseRecord(**r) for r in raw.get("releases", [])],
+            stale_info_fields=list(raw.get("stale_info_fields", [])),
+        )
+
+    def to_attrs(self) -> dict:
+        return {
+            "version": LEDGER_VERSION,
+            "salt": self.salt,
+            "batches": [dataclasses.asdict(b) for b in self.batches],
+            "withdrawn": self.withdrawn,
+            "withdrawals": self.withdrawals,
+            "releases": [dataclasses.asdict(r) for r in self.releases],
+            "stale_info_fields": self.stale_info_fields,
+        }
+
+    def hash_sample(self, sample_id: str) -> str:
+        return salted_hash(self.salt, sample_id)
+
+    def is_withdrawn(self, sample_id: str) -> bool:
+        return self.hash_sample(sample_id) in set(self.withdrawn)
+
+    def batch_ids(self) -> list[str]:
+        return [b.batch_id for b in self.batches]
+
+
+def salted_hash(salt: str, value: str) -> str:
+    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:32]
+
+
+def read_ledger(group) -> Ledger:
+    return Ledger.from_attrs(group.attrs)
+
+
+def write_ledger(group, ledger: Ledger) -> None:
+    group.attrs.update({LEDGER_KEY: ledger.to_attrs()})
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,91 @@
+"""Releases: immutable Icechunk tags on a commit that records what the release holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from vczstore_dagster.store import schema
+from vczstore_dagster.store.errors import InvalidInputError
+from vczstore_dagster.store.ledger import ReleaseRecord, now, read_ledger, write_ledger
+from vczstore_dagster.store.transaction import commit
+
+TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclasses.dataclass
+class ReleaseResult:
+    name: str
+    snapshot_id: str
+    active_samples: int
+    batches: list[str]
+
+
+@dataclasses.dataclass
+class Release:
+    name: str
+    snapshot_id: str
+    time: str
+    active_samples: int
+    batches: list[str]
+    message: str
+    replaces: str | None = None
+
+
+def active_samples(group) -> int:
+    ids = schema.strings(group["sample_id"][...])
+    return int(np.sum(ids != ""))
+
+
+def tag_release(store, name: str, *, message: str | None = None) -> ReleaseResult:
+    """Record the release in the store, commit, and tag that commit ``name``."""
+    if store.backend != "icechunk":
+        raise InvalidInputError(f"{store.url}: releases need an Icechunk store (plain Zarr has no tags)")
+    if not TAG_NAME.match(name or ""):
+        raise InvalidInputError(
+            f"release name {name!r} is not usable: letters, digits, '.', '_' or '-', at most 100"
+        )
+    if name in store.repo.list_tags():
+        raise InvalidInputError(f"{store.url}: release {name} already exists (tags are immutable)")
+
+    def operation(group, parent):
+        ledger = read_ledger(group)
+        if any(r.name == name for r in ledger.releases):
+            raise InvalidInputError(f"{store.url}: release {name} was made before; tag names cannot be reused")
+        previous_withdrawals = sum(r.withdrawals_since_previous for r in ledger.releases)
+        record = ReleaseRecord(
+            name=name,
+            created_at=now(),
+            active_samples=active_samples(group),
+            batches=ledger.batch_ids(),
+            message=message or "",
+            withdrawals_since_previous=max(0, ledger.withdrawals - previous_withdrawals),
+        )
+        ledger.releases.append(record)
+        write_ledger(group, ledger)
+        return record
+
+    done = commit(store, operation, message=f"release {name}",
+                  metadata={"operation": "release", "release": name})
+    store.repo.create_tag(name, done.snapshot_id)
+    record = done.result
+    return ReleaseResult(name, done.snapshot_id, record.active_samples, record.batches)
+
+
+def list_releases(store) -> list[Release]:
+    if store.backend != "icechunk":
+        return []
+    out = []
+    for tag in store.repo.list_tags():
+        snapshot = store.repo.lookup_tag(tag)
+        group = store.readonly_group(tag)
+        ledger = read_ledger(group)
+        record = next((r for r in ledger.releases if r.name == tag), None)
+        if record is None:  # a tag made outside vczstore
+            out.append(Release(tag, snapshot, "", active_samples(group), ledger.batch_ids(), ""))
+            continue
+        out.append(Release(tag, snapshot, record.created_at, record.active_samples, record.batches,
+                           record.message, record.replaces))
+    return sorted(out, key=lambda r: (r.time, r.name))

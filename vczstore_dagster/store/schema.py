@@ -1,0 +1,150 @@
+"""What a VCF Zarr store looks like to the engine: dimensions, sample arrays, encodings, missing values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+SAMPLES_DIM = "samples"
+VARIANTS_DIM = "variants"
+# Arrays that describe variants and must be identical between a batch and the store.
+VARIANT_IDENTITY = ("contig_id", "variant_contig", "variant_position", "variant_allele")
+# Arrays the engine maintains itself or that readers recompute.
+DERIVED = ("region_index",)
+
+
+def dims(array) -> tuple[str, ...]:
+    """Dimension names in either Zarr format."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names:
+        return tuple(names)
+    return tuple(array.attrs.get("_ARRAY_DIMENSIONS", ()))
+
+
+def sample_axis(array) -> int | None:
+    d = dims(array)
+    return d.index(SAMPLES_DIM) if SAMPLES_DIM in d else None
+
+
+def sample_arrays(group) -> dict:
+    """Every array with a samples dimension (``sample_id`` and the ``call_*`` arrays), by name."""
+    out = {}
+    for name, array in group.arrays():
+        if name in DERIVED:
+            continue
+        if sample_axis(array) is not None:
+            out[name] = array
+    return dict(sorted(out.items()))
+
+
+def call_fields(group) -> dict:
+    return {n: a for n, a in sample_arrays(group).items() if n.startswith("call_")}
+
+
+def num_samples(group) -> int:
+    return int(group["sample_id"].shape[0])
+
+
+def num_variants(group) -> int:
+    return int(group["variant_position"].shape[0])
+
+
+def samples_chunk_size(group) -> int:
+    return int(group["sample_id"].chunks[0])
+
+
+def variants_chunk_size(group) -> int:
+    return int(group["variant_position"].chunks[0])
+
+
+def encoding_signature(array) -> dict:
+    """Everything about an array's encoding that must agree for encoded chunk bytes to be copied."""
+    meta = array.metadata.to_dict()
+    for key in ("shape", "attributes", "dimension_names", "storage_transformers"):
+        meta.pop(key, None)
+    return _canonical(meta)
+
+
+def _canonical(value):
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if hasattr(value, "get_config"):
+        return _canonical(value.get_config())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return "NaN"
+    return value
+
+
+def zarr_format(group) -> int:
+    return int(group.metadata.zarr_format)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldShape:
+    """An array's dtype and trailing shape (the dimensions after ``variants × samples``)."""
+
+    dtype: str
+    trailing: tuple[int, ...]
+    trailing_dims: tuple[str, ...]
+
+    @classmethod
+    def of(cls, array) -> FieldShape:
+        d = dims(array)
+        axis = d.index(SAMPLES_DIM)
+        return cls(str(array.dtype), tuple(array.shape[axis + 1 :]), tuple(d[axis + 1 :]))
+
+
+def missing_value(array):
+    """The VCF Zarr spec's *missing* value for an array's dtype (what a removed sample holds)."""
+    dtype = np.dtype(array.dtype) if not _is_string(array) else None
+    if dtype is None:
+        return "."
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        return -1
+    if dtype.kind == "f":
+        # VCF's missing float is a NaN with a specific bit pattern (0x7F800001).
+        return np.array([0x7F800001], dtype=np.int32).view(np.float32)[0].astype(dtype)
+    raise TypeError(f"no missing value for dtype {dtype}")
+
+
+def fill_value_for(array):
+    """The VCF Zarr spec's *fill* value (padding past the end of a variable-length field)."""
+    if _is_string(array):
+        return ""
+    dtype = np.dtype(array.dtype)
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        return -2
+    return np.array([0x7F800002], dtype=np.int32).view(np.float32)[0].astype(dtype)
+
+
+def _is_string(array) -> bool:
+    dt = array.dtype
+    return getattr(dt, "kind", "") in ("T", "U", "O", "S")
+
+
+def dtype_bounds(dtype) -> tuple[float, float] | None:
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    if dtype.kind == "f":
+        info = np.finfo(dtype)
+        return float(info.min), float(info.max)
+    return None
+
+
+def strings(values) -> np.ndarray:
+    """A string array (StringDType, object or fixed width) as numpy ``str``; None becomes ""."""
+    a = np.asarray(values, dtype=object)
+    if a.size:
+        a = np.where(a == None, "", a)  # noqa: E711
+    return a.astype(str)
