@@ -185,10 +185,17 @@ def _compare_fields(group, b, name) -> list[Finding]:
                                f"batch {name}: field {field} has dimensions "
                                f"{schema.dims(batch_fields[field])}; the store {schema.dims(arr)}"))
         elif s.trailing != t.trailing:
-            what = "ploidy" if "ploidy" in s.trailing_dims else "trailing shape"
-            out.append(Finding("field_shape", "error", "fields",
-                               f"batch {name}: field {field} has {what} {t.trailing}; the store "
-                               f"{s.trailing} (convert the batch with --like STORE)"))
+            ploidy = "ploidy" in s.trailing_dims
+            smaller = all(b <= a for a, b in zip(s.trailing, t.trailing, strict=True))
+            what = "ploidy" if ploidy else "trailing shape"
+            if smaller and not ploidy:
+                out.append(Finding("field_shape", "warning", "fields",
+                                   f"batch {name}: field {field} has trailing shape {t.trailing}; "
+                                   f"the store {s.trailing}: padded with fill values"))
+            else:
+                out.append(Finding("field_shape", "error", "fields",
+                                   f"batch {name}: field {field} has {what} {t.trailing}; the store "
+                                   f"{s.trailing}" + ("" if ploidy else " (convert the batch with --like STORE)")))
         if s.dtype != t.dtype:
             severity = "error" if not _dtype_fits(t.dtype, s.dtype) else "warning"
             out.append(Finding("field_dtype", severity, "fields",

@@ -1,0 +1,181 @@
+"""Remove samples whose consent was withdrawn, in one commit.
+
+A removed sample keeps its slot (so sample indexes and chunk columns do not move) but holds nothing:
+``sample_id`` "", every ``call_*`` value missing, ``call_genotype_mask`` True and
+``call_genotype_phased`` False. Only the sample-chunk columns that hold removed samples are
+rewritten, each block once, whatever the number of samples removed. The IDs go into the withdrawn
+registry as salted hashes, and header lines that mention them are scrubbed from the attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import numpy as np
+
+from vczstore_dagster.store import schema
+from vczstore_dagster.store.errors import AuditError, InvalidInputError
+from vczstore_dagster.store.ledger import read_ledger, write_ledger
+from vczstore_dagster.store.transaction import commit
+
+SCRUBBED = "[withdrawn]"
+
+
+@dataclasses.dataclass
+class RemoveResult:
+    num_removed: int
+    snapshot_id: str | None
+    columns_rewritten: int
+    chunks_rewritten: int
+    attributes_scrubbed: int
+    withdrawn_total: int
+    seconds: float
+
+
+def read_sample_file(path) -> list[str]:
+    """One sample ID per line; blank lines and lines starting with '#' are ignored."""
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult:
+    t0 = time.perf_counter()
+    requested = list(dict.fromkeys(str(s).strip() for s in sample_ids))
+    if not requested or any(s == "" for s in requested):
+        raise InvalidInputError("remove needs at least one non-empty sample ID")
+
+    def operation(group, parent):
+        ledger = read_ledger(group)
+        indexes = locate(group, requested, ledger)
+        columns, chunks = blank_samples(group, indexes, progress=progress)
+        scrubbed = scrub_attributes(group, requested)
+        ledger.withdrawn = sorted(set(ledger.withdrawn) | {ledger.hash_sample(s) for s in requested})
+        ledger.withdrawals += len(requested)
+        ledger.stale_info_fields = sorted(
+            set(ledger.stale_info_fields) | {n for n in ("variant_AC", "variant_AN", "variant_AF",
+                                                         "variant_NS", "variant_DP") if n in group}
+        )
+        write_ledger(group, ledger)
+        return indexes, columns, chunks, scrubbed, len(ledger.withdrawn)
+
+    def audit(after, result):
+        indexes = result[0]
+        ids = schema.strings(after["sample_id"][...])
+        if np.any(ids[indexes] != ""):
+            raise AuditError("audit: a removed sample still has its id")
+        if set(ids) & set(requested):
+            raise AuditError("audit: a removed sample id is still in the store")
+
+    done = commit(store, operation, audit=audit, message=f"remove {len(requested)} samples",
+                  metadata={"operation": "remove", "num_samples": len(requested)})
+    _, columns, chunks, scrubbed, total = done.result
+    return RemoveResult(len(requested), done.snapshot_id, columns, chunks, scrubbed, total,
+                        time.perf_counter() - t0)
+
+
+def locate(group, requested: list[str], ledger) -> np.ndarray:
+    """Store indexes of the requested samples; an unknown or already removed one is an error."""
+    ids = schema.strings(group["sample_id"][...])
+    position = {s: i for i, s in enumerate(ids) if s}
+    withdrawn = set(ledger.withdrawn)
+    for s in requested:
+        if s in position:
+            continue
+        if ledger.hash_sample(s) in withdrawn:
+            raise InvalidInputError(f"sample {s} was already removed from the store")
+        raise InvalidInputError(f"sample {s} is not in the store")
+    return np.array(sorted(position[s] for s in requested), dtype=np.int64)
+
+
+def blank_samples(group, indexes: np.ndarray, *, progress: bool = False) -> tuple[int, int]:
+    """Overwrite the samples at ``indexes`` with missing values, one pass per touched column."""
+    s = schema.samples_chunk_size(group)
+    columns = np.unique(indexes // s)
+    arrays = schema.sample_arrays(group)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = sum(len(columns) * -(-a.shape[0] // a.chunks[0]) if schema.sample_axis(a) else len(columns)
+                    for a in arrays.values())
+        bar = tqdm(total=total, unit="block", desc="remove")
+    chunks = 0
+    try:
+        for name, array in arrays.items():
+            axis = schema.sample_axis(array)
+            value = _removed_value(name, array)
+            for c in columns:
+                lo, hi = c * s, min((c + 1) * s, array.shape[axis])
+                local = indexes[(indexes >= lo) & (indexes < hi)] - lo
+                if axis == 0:
+                    block = np.asarray(array[lo:hi])
+                    block[local] = value
+                    array[lo:hi] = block
+                    chunks += 1
+                    _tick(bar)
+                    continue
+                for v0 in range(0, array.shape[0], array.chunks[0]):
+                    v1 = min(array.shape[0], v0 + array.chunks[0])
+                    block = np.asarray(array[v0:v1, lo:hi])
+                    block[:, local] = value
+                    array[v0:v1, lo:hi] = block
+                    chunks += int(np.prod([-(-n // ch) for n, ch in
+                                           zip(array.shape[2:], array.chunks[2:], strict=True)] or [1]))
+                    _tick(bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return len(columns), chunks
+
+
+def _tick(bar):
+    if bar is not None:
+        bar.update(1)
+
+
+def _removed_value(name, array):
+    if name == "sample_id":
+        return ""
+    if name == "call_genotype_mask":
+        return True
+    if name == "call_genotype_phased":
+        return False
+    return schema.missing_value(array)
+
+
+def scrub_attributes(group, sample_ids) -> int:
+    """Drop VCF header lines (and any other attribute strings) that mention a removed sample."""
+    ids = [s for s in sample_ids if s]
+    pattern = re.compile("|".join(rf"(?<![\w.-]){re.escape(s)}(?![\w.-])" for s in ids))
+    count = 0
+
+    def mentions(value) -> bool:
+        text = value if isinstance(value, str) else repr(value)
+        return pattern.search(text) is not None
+
+    def clean(value):
+        nonlocal count
+        if isinstance(value, list):
+            kept = []
+            for item in value:
+                if mentions(item):
+                    count += 1
+                    continue
+                kept.append(clean(item))
+            return kept
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, str) and mentions(value):
+            count += 1
+            value = pattern.sub(SCRUBBED, value)
+        return value
+
+    nodes = [group] + [a for _, a in group.arrays()]
+    for node in nodes:
+        attrs = dict(node.attrs)
+        if not any(mentions(v) for v in attrs.values()):
+            continue
+        node.attrs.put(clean(attrs))
+    return count
