@@ -47,6 +47,7 @@ class Ledger:
     withdrawals: int = 0
     releases: list[ReleaseRecord] = dataclasses.field(default_factory=list)
     stale_info_fields: list[str] = dataclasses.field(default_factory=list)
+    stats_release: str | None = None
 
     @classmethod
     def new(cls) -> Ledger:
@@ -64,6 +65,7 @@ class Ledger:
             withdrawals=int(raw.get("withdrawals", 0)),
             releases=[ReleaseRecord(**r) for r in raw.get("releases", [])],
             stale_info_fields=list(raw.get("stale_info_fields", [])),
+            stats_release=raw.get("stats_release"),
         )
 
     def to_attrs(self) -> dict:
@@ -75,6 +77,7 @@ class Ledger:
             "withdrawals": self.withdrawals,
             "releases": [dataclasses.asdict(r) for r in self.releases],
             "stale_info_fields": self.stale_info_fields,
+            "stats_release": self.stats_release,
         }
 
     def hash_sample(self, sample_id: str) -> str:

@@ -150,6 +150,7 @@ class Location:
     def icechunk_storage(self):
         import icechunk
 
+        quiet_icechunk()
         if self.is_local:
             return icechunk.local_filesystem_storage(self.path)
         o = self.options
@@ -200,10 +201,21 @@ class Location:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def quiet_icechunk() -> None:
+    """Icechunk's Rust layer warns on every local open; keep operators' terminals and logs clean."""
+    import icechunk
+
+    if not os.environ.get("VCZSTORE_ICECHUNK_LOG"):
+        icechunk.set_logs_filter("error")
+    else:
+        icechunk.set_logs_filter(os.environ["VCZSTORE_ICECHUNK_LOG"])
+
+
 def repository_config():
     """Split manifests along the samples dimension so an append rewrites only its own manifests."""
     import icechunk
 
+    quiet_icechunk()
     split = icechunk.ManifestSplittingConfig.from_dict(
         {
             icechunk.ManifestSplitCondition.name_matches("call_.*|sample_id"): {

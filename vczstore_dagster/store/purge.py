@@ -20,6 +20,7 @@ import numpy as np
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.ledger import ReleaseRecord, read_ledger, salted_hash, write_ledger
 from vczstore_dagster.store.remove import blank_samples, scrub_attributes
+from vczstore_dagster.store.stats import write_release_stats
 from vczstore_dagster.store.transaction import WIP_BRANCH_PREFIX, commit
 
 REVISION = re.compile(r"^(?P<base>.+)-r(?P<n>\d+)$")
@@ -103,12 +104,16 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None
             root = zarr.open_group(session.store, mode="r+")
             blank_samples(root, hits, progress=progress)
             scrub_attributes(root, removed_ids)
+            if ledger_has_stats(root, tag):
+                write_release_stats(root)
             ledger = read_ledger(root)
             ledger.withdrawn = sorted(set(ledger.withdrawn) | {salted_hash(salt, s) for s in removed_ids})
             for record in ledger.releases:
                 if record.name == tag:
                     record.name, record.replaces = new_name, tag
                     record.active_samples -= len(hits)
+            if ledger.stats_release == tag:
+                ledger.stats_release = new_name
             write_ledger(root, ledger)
             snapshot = session.commit(
                 f"redact release {tag} as {new_name}: {len(hits)} samples removed",
@@ -120,6 +125,10 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None
         finally:
             repo.delete_branch(wip)
     return Redaction(tag, new_name, snapshot, int(len(hits)))
+
+
+def ledger_has_stats(root, tag) -> bool:
+    return read_ledger(root).stats_release == tag
 
 
 def next_revision(name: str, taken: set[str]) -> str:

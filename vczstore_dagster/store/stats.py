@@ -1,0 +1,83 @@
+"""Per-variant statistics recomputed over the active samples, written before a release is tagged.
+
+AC (per ALT allele) and AN count called alleles, as ``bcftools +fill-tags`` does; AF = AC / AN;
+call_rate is the fraction of active samples whose genotype has no missing allele. Genotypes are read
+one block (variant chunk × sample chunk) at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vczstore_dagster.store import schema
+
+STATS_FIELDS = {
+    "variant_AC": ("alt_alleles", "i4", "Allele count in genotypes, for each ALT allele (recomputed for the release)"),
+    "variant_AN": (None, "i4", "Total number of alleles in called genotypes (recomputed for the release)"),
+    "variant_AF": ("alt_alleles", "f4", "Allele frequency, for each ALT allele (recomputed for the release)"),
+    "variant_NS": (None, "i4", "Number of samples with data (recomputed for the release)"),
+    "variant_call_rate": (None, "f4", "Fraction of released samples with a fully called genotype"),
+}
+MISSING_F4 = np.array([0x7F800001], dtype=np.int32).view(np.float32)[0]
+FILL_F4 = np.array([0x7F800002], dtype=np.int32).view(np.float32)[0]
+
+
+def compute(group):
+    """Yield ``(v0, v1, ac, an, ns, af, call_rate)`` for each variant chunk."""
+    gt = group["call_genotype"]
+    active = schema.strings(group["sample_id"][...]) != ""
+    n_active = int(active.sum())
+    n_alleles = group["variant_allele"].shape[1]
+    vchunk, schunk = gt.chunks[0], gt.chunks[1]
+    for v0 in range(0, gt.shape[0], vchunk):
+        v1 = min(gt.shape[0], v0 + vchunk)
+        counts = np.zeros((v1 - v0, n_alleles), dtype=np.int64)
+        called = np.zeros(v1 - v0, dtype=np.int64)
+        with_data = np.zeros(v1 - v0, dtype=np.int64)
+        for s0 in range(0, gt.shape[1], schunk):
+            s1 = min(gt.shape[1], s0 + schunk)
+            keep = active[s0:s1]
+            if not keep.any():
+                continue
+            block = np.asarray(gt[v0:v1, s0:s1])[:, keep]
+            for a in range(n_alleles):
+                counts[:, a] += np.sum(block == a, axis=(1, 2))
+            called += np.sum(np.all(block != -1, axis=2), axis=1)
+            with_data += np.sum(np.any(block >= 0, axis=2), axis=1)
+        an = counts.sum(axis=1)
+        present = schema.strings(group["variant_allele"][v0:v1, 1:]) != ""
+        ac = np.where(present, counts[:, 1:], -2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            af = (counts[:, 1:] / np.maximum(an, 1)[:, None]).astype("f4")
+        af[an == 0] = MISSING_F4
+        af[~present] = FILL_F4
+        rate = (called / n_active).astype("f4") if n_active else np.full(v1 - v0, MISSING_F4)
+        yield v0, v1, ac, an, with_data, af, rate
+
+
+def write_release_stats(group) -> list[str]:
+    """Replace the sample-derived INFO arrays with values for the current samples."""
+    n_variants = schema.num_variants(group)
+    vchunk = schema.variants_chunk_size(group)
+    n_alt = group["variant_allele"].shape[1] - 1
+    arrays = {}
+    for name, (second, dtype, description) in STATS_FIELDS.items():
+        if name in group:
+            del group[name]
+        shape = (n_variants, n_alt) if second else (n_variants,)
+        chunks = (vchunk, n_alt) if second else (vchunk,)
+        dims = ["variants", second] if second else ["variants"]
+        kwargs = dict(name=name, shape=shape, chunks=chunks, dtype=dtype,
+                      fill_value=-2 if dtype == "i4" else FILL_F4, attributes={"description": description})
+        if group.metadata.zarr_format == 3:
+            kwargs["dimension_names"] = dims
+        else:
+            kwargs["attributes"]["_ARRAY_DIMENSIONS"] = dims
+        arrays[name] = group.create_array(**kwargs)
+    for v0, v1, ac, an, ns, af, rate in compute(group):
+        arrays["variant_AC"][v0:v1] = ac
+        arrays["variant_AN"][v0:v1] = an
+        arrays["variant_NS"][v0:v1] = ns
+        arrays["variant_AF"][v0:v1] = af
+        arrays["variant_call_rate"][v0:v1] = rate
+    return list(STATS_FIELDS)
