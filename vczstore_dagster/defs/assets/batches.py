@@ -1,0 +1,131 @@
+"""A batch on its way in: ``incoming_batch[B]`` (the sender's files) → ``staged_batch[B]`` (a VCZ in
+the store's schema, in the staging area)."""
+
+
+import hashlib
+import posixpath
+import shutil
+
+import dagster as dg
+
+from vczstore_dagster.defs.inbox import describe_batch
+from vczstore_dagster.defs.partitions import batches
+from vczstore_dagster.defs.privacy import call_engine, vcf_sample_ids, vcz_sample_ids
+from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
+from vczstore_dagster.store import convert_vcfs
+
+SHOWN_FILES = 50
+
+
+def _sha256(fs, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inventory(inbox: InboxResource, batch_id: str) -> list[dict]:
+    """Every file of the batch (recursively, for a VCZ): relative path, size, sha256."""
+    fs = inbox.filesystem()
+    root = inbox.path(batch_id)
+    files = fs.find(root, detail=True)
+    out = []
+    for path, info in sorted(files.items()):
+        relative = posixpath.relpath(path, root)
+        out.append({"path": relative, "size": int(info.get("size") or 0), "sha256": _sha256(fs, path)})
+    return out
+
+
+def _files_table(files: list[dict]) -> str:
+    rows = [f"| {f['path']} | {f['size']} | `{f['sha256'][:16]}` |" for f in files[:SHOWN_FILES]]
+    more = [f"\n{len(files) - SHOWN_FILES} more files" if len(files) > SHOWN_FILES else ""]
+    return "\n".join(["| file | bytes | sha256 |", "|---|---:|---|", *rows, *more])
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="batches",
+    kinds={"vcf"},
+    description="A batch in the inbox: its VCF files (or one VCZ), sizes, checksums and sample count.",
+)
+def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> dg.MaterializeResult:
+    batch_id = context.partition_key
+    folder = describe_batch(inbox, batch_id)
+    if folder.problem:
+        raise dg.Failure(f"inbox folder {batch_id} {folder.problem}")
+    files = [f for f in _inventory(inbox, batch_id) if f["path"] != "_READY"]
+    fs = inbox.filesystem()
+    if folder.vcz:
+        num_samples = len(vcz_sample_ids(*inbox.zarr_location(batch_id, folder.vcz)))
+    else:
+        with fs.open(inbox.path(batch_id, folder.vcfs[0]), "rb") as f:
+            num_samples = len(vcf_sample_ids(f))
+    batch_digest = hashlib.sha256(
+        "".join(f"{f['path']}\0{f['sha256']}\n" for f in files).encode()
+    ).hexdigest()
+    return dg.MaterializeResult(
+        metadata={
+            "kind": folder.kind,
+            "source": inbox.path(batch_id),
+            "num_files": len(files),
+            "bytes": sum(f["size"] for f in files),
+            "num_samples": num_samples,
+            "batch_sha256": batch_digest,
+            "files": dg.MetadataValue.md(_files_table(files)),
+        },
+        data_version=dg.DataVersion(batch_digest),
+    )
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="batches",
+    deps=[incoming_batch],
+    kinds={"zarr"},
+    description=(
+        "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
+        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks."
+    ),
+)
+def staged_batch(
+    context: dg.AssetExecutionContext,
+    inbox: InboxResource,
+    staging: StagingResource,
+    store: VczStoreResource,
+) -> dg.MaterializeResult:
+    batch_id = context.partition_key
+    folder = describe_batch(inbox, batch_id)
+    if folder.problem:
+        raise dg.Failure(f"inbox folder {batch_id} {folder.problem}")
+    work = staging.batch_dir(batch_id)
+    target = staging.batch_vcz(batch_id)
+    source = work / "source"
+    inbox.fetch((batch_id,), source)
+    if target.exists():
+        shutil.rmtree(target)
+    like = store.open_if_exists()
+
+    if folder.vcz:
+        (source / folder.vcz).rename(target)
+        num_samples = len(vcz_sample_ids(target))
+        metadata = {"converted": False, "num_samples": num_samples}
+    else:
+        vcfs = [source / name for name in folder.vcfs]
+        with open(vcfs[0], "rb") as f:
+            sample_ids = vcf_sample_ids(f)
+        result = call_engine(
+            "converting the batch", convert_vcfs, vcfs, target, like=like, sample_ids=sample_ids
+        )
+        metadata = {
+            "converted": True,
+            "num_samples": result.num_samples,
+            "num_variants": result.num_variants,
+            "sample_offset": result.sample_offset,
+            "dropped_fields": ", ".join(result.dropped_fields) or "none",
+            "duration_seconds": round(result.seconds, 3),
+        }
+    shutil.rmtree(source, ignore_errors=True)
+    metadata["schema"] = "the store's" if like is not None else "its own (no store yet: it will create it)"
+    metadata["path"] = str(target)
+    return dg.MaterializeResult(metadata=metadata)

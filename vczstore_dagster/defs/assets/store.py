@@ -1,0 +1,119 @@
+"""``vcz_store[B]``: batch B appended to the store in one commit (or the store created from it)."""
+
+
+import time
+
+import dagster as dg
+
+from vczstore_dagster.defs.assets.batches import staged_batch
+from vczstore_dagster.defs.checks import partitioned_check_spec
+from vczstore_dagster.defs.partitions import batches
+from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcz_sample_ids
+from vczstore_dagster.defs.resources import StagingResource, VczStoreResource
+from vczstore_dagster.store import append_batch, init_store, store_info
+
+POOL = "vcz_store"
+
+STORE_CONSISTENT = "store_consistent"
+STORE_CONSISTENT_DESCRIPTION = (
+    "The commit's audit: every sample array has the expected length, the existing sample IDs are "
+    "unchanged and the appended ones are the batch's. main moves only when it passes."
+)
+
+
+def _consistent(passed: bool, description: str, **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=STORE_CONSISTENT,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
+    )
+
+
+def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: float):
+    result = call_engine(
+        "creating the store",
+        init_store,
+        store.url,
+        from_vcz=str(path),
+        storage_options=store.storage_options(),
+        backend=store.backend or "icechunk",
+        batch_id=batch_id,
+        sample_ids=sample_ids,
+    )
+    info = call_engine("reading the new store", store_info, store.open(), sample_ids=sample_ids)
+    holds_batch = batch_id in [b.batch_id for b in info.batches]
+    passed = info.num_samples == result.num_samples and holds_batch
+    return dg.MaterializeResult(
+        metadata={
+            "created_store": True,
+            "snapshot_id": result.snapshot_id or "",
+            "samples_before": 0,
+            "samples_after": result.num_samples,
+            "samples_added": result.num_samples,
+            "num_variants": result.num_variants,
+            "duration_seconds": round(time.perf_counter() - started, 3),
+        },
+        check_results=[
+            _consistent(
+                passed,
+                "store created from this batch" if passed else "the new store does not hold the batch",
+                samples=info.num_samples,
+            )
+        ],
+    )
+
+
+def _append(existing, path, batch_id: str, sample_ids, started: float):
+    result = call_engine(
+        "appending the batch", append_batch, existing, str(path), batch_id=batch_id,
+        sample_ids=sample_ids,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "created_store": False,
+            "snapshot_id": result.snapshot_id or "",
+            "samples_before": result.samples_before,
+            "samples_after": result.samples_after,
+            "samples_added": result.samples_after - result.samples_before,
+            "bytes_copied": dg.MetadataValue.int(result.bytes_copied),
+            "chunks_copied": result.chunks_copied,
+            "chunks_reencoded": result.chunks_reencoded,
+            "fast_path": result.fast_path,
+            "commit_attempts": result.attempts,
+            "duration_seconds": round(time.perf_counter() - started, 3),
+        },
+        check_results=[_consistent(True, "audit passed; main moved to the new commit")],
+    )
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="store",
+    deps=[staged_batch],
+    pool=POOL,
+    kinds={"icechunk"},
+    check_specs=[partitioned_check_spec(STORE_CONSISTENT, "vcz_store", STORE_CONSISTENT_DESCRIPTION)],
+    description=(
+        "The cohort's store with batch B appended: one commit on a temporary branch, audited, then "
+        "published to main by compare-and-swap. The first batch creates the store."
+    ),
+)
+def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, staging: StagingResource):
+    batch_id = context.partition_key
+    path = staging.batch_vcz(batch_id)
+    if not path.exists():
+        raise dg.Failure(f"staged batch {batch_id} is missing from {path}: materialize staged_batch")
+    sample_ids = vcz_sample_ids(path)
+    started = time.perf_counter()
+    existing = call_engine("opening the store", store.open_if_exists)
+    if existing is None:
+        yield _create(store, path, batch_id, sample_ids, started)
+        return
+    try:
+        yield _append(existing, path, batch_id, sample_ids, started)
+    except EngineFailure as failure:
+        if failure.error_type == "AuditError":  # main was not moved
+            yield _consistent(False, failure.description)
+        raise

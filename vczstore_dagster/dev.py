@@ -1,0 +1,78 @@
+"""``make dev``: example batches in ``data/inbox``, a local Dagster instance, and ``dagster dev``.
+
+Three good batches share one variant set; ``batch-4-other-panel`` is genotyped on another one, so
+its ``variants_match_store`` check fails and the store is left as it was. The sensors are on: within
+a few minutes the good batches are in the store. Open http://127.0.0.1:3000.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+from vczstore_dagster import testdata
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+NUM_VARIANTS = 200
+GOOD_SITES_SEED = 42
+OTHER_SITES_SEED = 7
+# (folder name, sample-ID prefix, number of samples, variant set)
+EXAMPLE_BATCHES = [
+    ("batch-1", "P", 30, GOOD_SITES_SEED),
+    ("batch-2", "Q", 25, GOOD_SITES_SEED),
+    ("batch-3", "R", 20, GOOD_SITES_SEED),
+    ("batch-4-other-panel", "X", 10, OTHER_SITES_SEED),
+]
+POOL = "vcz_store"
+
+
+def write_example_batches(inbox: pathlib.Path) -> list[str]:
+    """Write each example batch that is not in the inbox yet; ``_READY`` last."""
+    written = []
+    for seed, (name, prefix, num_samples, sites_seed) in enumerate(EXAMPLE_BATCHES, start=1):
+        folder = inbox / name
+        if (folder / "_READY").exists():
+            continue
+        samples = testdata.sample_names(f"{prefix}-", num_samples)
+        testdata.write_vcf(folder / f"{name}.vcf", samples, num_variants=NUM_VARIANTS,
+                           sites_seed=sites_seed, seed=seed)
+        (folder / "_READY").touch()
+        written.append(name)
+    return written
+
+
+def prepare_dagster_home(home: pathlib.Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    nux = home / ".nux" / "nux.yaml"
+    nux.parent.mkdir(exist_ok=True)
+    nux.write_text("seen: 1\n")  # no "join the community" pop-up over the UI
+
+
+def dagster_command(*args: str) -> list[str]:
+    return [str(pathlib.Path(sys.executable).parent / "dagster"), *args]
+
+
+def main() -> None:
+    os.chdir(REPO_ROOT)
+    data = REPO_ROOT / "data"
+    inbox = os.environ.get("VCZSTORE_INBOX") or str(data / "inbox")
+    if not inbox.startswith("s3://"):
+        written = write_example_batches(pathlib.Path(inbox))
+        print(f"example batches in {inbox}: {', '.join(written) or 'already there'}")
+    (data / "withdrawals").mkdir(parents=True, exist_ok=True)
+    home = pathlib.Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home").absolute()
+    os.environ["DAGSTER_HOME"] = str(home)
+    prepare_dagster_home(home)
+    subprocess.run(dagster_command("instance", "concurrency", "set", POOL, "1"), check=True)
+    port = os.environ.get("DAGSTER_PORT", "3000")
+    print(f"Dagster UI: http://127.0.0.1:{port}  (DAGSTER_HOME={home})", flush=True)
+    command = dagster_command("dev", "-h", "127.0.0.1", "-p", port, "-w", "workspace.yaml")
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
