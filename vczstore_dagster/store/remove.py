@@ -45,6 +45,8 @@ def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult
     requested = list(dict.fromkeys(str(s).strip() for s in sample_ids))
     if not requested or any(s == "" for s in requested):
         raise InvalidInputError("remove needs at least one non-empty sample ID")
+    head = store.readonly_group()
+    locate(head, requested, read_ledger(head))  # refuse before anything is written
 
     def operation(group, parent):
         ledger = read_ledger(group)
