@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from vczstore_dagster.defs.partitions import batches, releases, withdrawals
-
 ingest_batch = dg.define_asset_job(
     "ingest_batch",
     selection=dg.AssetSelection.assets("incoming_batch", "staged_batch", "vcz_store"),
-    partitions_def=batches,
     executor_def=dg.in_process_executor,
     description="Take batch B from the inbox, convert and check it, and append it to the store.",
 )
@@ -22,7 +19,6 @@ ingest_batch = dg.define_asset_job(
 withdraw_samples = dg.define_asset_job(
     "withdraw_samples",
     selection=dg.AssetSelection.assets("sample_withdrawals"),
-    partitions_def=withdrawals,
     executor_def=dg.in_process_executor,
     description="Carry out withdrawal request W: remove its samples, redact releases, purge history.",
 )
@@ -30,7 +26,6 @@ withdraw_samples = dg.define_asset_job(
 tag_release = dg.define_asset_job(
     "tag_release",
     selection=dg.AssetSelection.assets("store_release"),
-    partitions_def=releases,
     executor_def=dg.in_process_executor,
     description="Tag the store's main as release R.",
 )

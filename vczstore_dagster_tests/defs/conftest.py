@@ -1,0 +1,105 @@
+"""Fixtures for the Dagster layer: a project laid out in a temporary folder, and batches in its
+inbox. Everything is real: folders on disk, an Icechunk store, a SQLite Dagster instance."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+
+import dagster as dg
+import pytest
+
+from vczstore_dagster.definitions import build_definitions
+from vczstore_dagster.defs.resources import (
+    InboxResource,
+    StagingResource,
+    VczStoreResource,
+    WithdrawalsResource,
+)
+
+
+@dataclasses.dataclass
+class Project:
+    root: pathlib.Path
+
+    @property
+    def inbox(self) -> pathlib.Path:
+        return self.root / "inbox"
+
+    @property
+    def staging(self) -> pathlib.Path:
+        return self.root / "staging"
+
+    @property
+    def withdrawals(self) -> pathlib.Path:
+        return self.root / "withdrawals"
+
+    @property
+    def store_url(self) -> str:
+        return str(self.root / "store")
+
+    def resources(self) -> dict:
+        return {
+            "store": VczStoreResource(url=self.store_url),
+            "inbox": InboxResource(url=str(self.inbox)),
+            "staging": StagingResource(path=str(self.staging)),
+            "withdrawals": WithdrawalsResource(url=str(self.withdrawals)),
+        }
+
+    def definitions(self) -> dg.Definitions:
+        return build_definitions(self.resources())
+
+    def env(self) -> dict[str, str]:
+        """The same locations as environment variables, for ``dagster dev``."""
+        return {
+            "VCZSTORE_URL": self.store_url,
+            "VCZSTORE_INBOX": str(self.inbox),
+            "VCZSTORE_STAGING": str(self.staging),
+            "VCZSTORE_WITHDRAWALS": str(self.withdrawals),
+        }
+
+    def drop_batch(self, name: str, vcfs, *, ready: bool = True) -> pathlib.Path:
+        """Copy VCF files (with their indexes) into ``inbox/name``; ``_READY`` last."""
+        folder = self.inbox / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for vcf in vcfs:
+            vcf = pathlib.Path(vcf)
+            for path in [vcf, *vcf.parent.glob(vcf.name + ".*")]:
+                shutil.copyfile(path, folder / path.name)
+        if ready:
+            (folder / "_READY").touch()
+        return folder
+
+    def request_withdrawal(self, name: str, sample_ids) -> pathlib.Path:
+        self.withdrawals.mkdir(parents=True, exist_ok=True)
+        path = self.withdrawals / f"{name}.txt"
+        path.write_text("".join(f"{s}\n" for s in sample_ids))
+        return path
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    root = tmp_path / "project"
+    for sub in ("inbox", "staging", "withdrawals"):
+        (root / sub).mkdir(parents=True)
+    return Project(root)
+
+
+def ingest(defs: dg.Definitions, instance, batch_id: str):
+    """Run ``ingest_batch`` for one batch in-process, as the sensor's run would."""
+    instance.add_dynamic_partitions("batches", [batch_id])
+    job = defs.resolve_job_def("ingest_batch")
+    return job.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False)
+
+
+def check_evaluations(result) -> dict[str, object]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materializations(result) -> dict[str, dict]:
+    out = {}
+    for event in result.get_asset_materialization_events():
+        m = event.materialization
+        out[m.asset_key.to_user_string()] = {k: v.value for k, v in m.metadata.items()}
+    return out

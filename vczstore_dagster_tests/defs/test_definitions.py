@@ -1,0 +1,74 @@
+"""The code location loads, with every asset, check, sensor, schedule and job the design names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from vczstore_dagster_tests.helpers import REPO_ROOT
+
+ASSETS = {"incoming_batch", "staged_batch", "vcz_store", "store_release", "sample_withdrawals"}
+CHECKS = {
+    ("staged_batch", "variants_match_store"),
+    ("staged_batch", "fields_match_store"),
+    ("staged_batch", "samples_are_new"),
+    ("vcz_store", "store_consistent"),
+}
+SENSORS = {"inbox_sensor", "withdrawal_sensor"}
+SCHEDULES = {"release_schedule"}
+JOBS = {"ingest_batch", "withdraw_samples", "tag_release"}
+PARTITIONS = {"incoming_batch": "batches", "staged_batch": "batches", "vcz_store": "batches",
+              "store_release": "releases", "sample_withdrawals": "withdrawals"}
+STORE_WRITERS = {"vcz_store", "store_release", "sample_withdrawals"}
+
+
+def test_workspace_loads_with_dagster_cli(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "definitions", "validate",
+         "-w", "workspace.yaml"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "vczstore_dagster" in proc.stdout + proc.stderr
+
+
+def test_every_named_definition_is_there(project):
+    defs = project.definitions()
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
+    assert {s.name for s in defs.sensors} == SENSORS
+    assert {s.name for s in defs.schedules} == SCHEDULES
+    for name in JOBS:
+        defs.resolve_job_def(name)
+    for key, partitions in PARTITIONS.items():
+        node = graph.get(dg.AssetKey(key))
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
+        assert node.partitions_def.name == partitions
+
+
+def test_checks_on_staged_batch_block_and_writers_share_one_pool(project):
+    defs = project.definitions()
+    graph = defs.resolve_asset_graph()
+    for key in graph.asset_check_keys:
+        spec = graph.get_check_spec(key)
+        if key.asset_key == dg.AssetKey("staged_batch"):
+            assert spec.blocking, key
+    for name in STORE_WRITERS:
+        assets_def = graph.get(dg.AssetKey(name)).assets_def
+        assert assets_def.op.pool == "vcz_store", name
+
+
+def test_ingest_job_is_in_process_and_covers_the_batch_path(project):
+    defs = project.definitions()
+    job = defs.resolve_job_def("ingest_batch")
+    assert job.executor_def.name == "in_process"
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert keys == {"incoming_batch", "staged_batch", "vcz_store"}
+    checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
+    assert {"variants_match_store", "fields_match_store", "samples_are_new",
+            "store_consistent"} <= checks

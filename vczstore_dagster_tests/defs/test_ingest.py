@@ -1,0 +1,95 @@
+"""Per-partition materialization in-process, on a real SQLite instance and a real Icechunk store."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+
+from vczstore_dagster.defs.partitions import batches
+from vczstore_dagster.store import open_store, store_info
+from vczstore_dagster_tests.defs.conftest import check_evaluations, ingest, materializations
+from vczstore_dagster_tests.helpers import assert_matches_bcftools, assert_unchanged, tree_digest
+
+
+def test_first_batch_creates_the_store_and_a_good_batch_appends(project, vcf_batch):
+    first = vcf_batch("A", 12)
+    second = vcf_batch("B", 9)
+    project.drop_batch("batch-a", [first])
+    project.drop_batch("batch-b", [second])
+    defs = project.definitions()
+    with dg.instance_for_test() as instance:
+        created = ingest(defs, instance, "batch-a")
+        assert created.success
+        appended = ingest(defs, instance, "batch-b")
+        assert appended.success
+
+    assert materializations(created)["vcz_store"]["created_store"] is True
+    meta = materializations(appended)
+    assert meta["incoming_batch"]["num_samples"] == 9
+    assert meta["staged_batch"]["schema"] == "the store's"
+    store_meta = meta["vcz_store"]
+    assert (store_meta["samples_before"], store_meta["samples_after"]) == (12, 21)
+    assert store_meta["snapshot_id"]
+    assert store_meta["bytes_copied"] > 0
+    assert isinstance(store_meta["fast_path"], bool)
+    assert store_meta["duration_seconds"] >= 0
+    checks = check_evaluations(appended)
+    assert set(checks) == {"variants_match_store", "fields_match_store", "samples_are_new",
+                           "store_consistent"}
+    assert all(e.passed for e in checks.values())
+    assert {e.partition for e in checks.values()} == {"batch-b"}
+
+    store = open_store(project.store_url)
+    assert [b.batch_id for b in store_info(store).batches] == ["batch-a", "batch-b"]
+    assert_matches_bcftools(store, [first, second])
+
+
+def test_bad_batch_fails_variants_match_store_and_leaves_the_store_unchanged(project, vcf_batch):
+    project.drop_batch("good", [vcf_batch("G", 10)])
+    project.drop_batch("other-panel", [vcf_batch("O", 6, sites_seed=7)])
+    defs = project.definitions()
+    with dg.instance_for_test() as instance:
+        assert ingest(defs, instance, "good").success
+        before = tree_digest(project.store_url)
+        result = ingest(defs, instance, "other-panel")
+        assert not result.success
+        assert "vcz_store" not in materializations(result)
+        checks = check_evaluations(result)
+        failed = checks["variants_match_store"]
+        assert not failed.passed
+        assert failed.partition == "other-panel"
+        assert "variant" in failed.description
+        assert checks["samples_are_new"].passed
+        # In the UI, vcz_store[other-panel] is a failed partition; vcz_store[good] stays materialized.
+        status = instance.get_status_by_partition(
+            dg.AssetKey("vcz_store"), ["good", "other-panel"], batches
+        )
+        assert status == {"good": AssetPartitionStatus.MATERIALIZED,
+                          "other-panel": AssetPartitionStatus.FAILED}
+    assert_unchanged(before, tree_digest(project.store_url))
+    assert "O00000" not in store_text_ids(project)
+
+
+def test_batch_with_a_sample_already_in_the_store_fails_samples_are_new(project, vcf_batch):
+    project.drop_batch("first", [vcf_batch("S", 8)])
+    project.drop_batch("again", [vcf_batch("S", 4, start=6)])  # S00006, S00007 overlap
+    defs = project.definitions()
+    with dg.instance_for_test() as instance:
+        assert ingest(defs, instance, "first").success
+        before = tree_digest(project.store_url)
+        result = ingest(defs, instance, "again")
+    checks = check_evaluations(result)
+    assert not result.success
+    assert not checks["samples_are_new"].passed
+    assert checks["variants_match_store"].passed
+    # The reason is readable and names no sample.
+    assert "already in the store" in checks["samples_are_new"].description
+    assert "S0000" not in checks["samples_are_new"].description
+    assert_unchanged(before, tree_digest(project.store_url))
+
+
+def store_text_ids(project) -> list[str]:
+    import numpy as np
+
+    group = open_store(project.store_url).readonly_group()
+    return [str(s) for s in np.asarray(group["sample_id"][...])]
