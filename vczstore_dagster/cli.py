@@ -1,0 +1,538 @@
+"""The ``vczstore`` command line: a thin shell over :mod:`vczstore_dagster.store`.
+
+Exit codes: 0 done; 1 refused, failed or a check found errors; 2 usage (click's default).
+An engine error (:class:`~vczstore_dagster.store.VczStoreError`) prints one line,
+``error: <message>``, on stderr; ``-v`` adds the traceback and turns on logging.
+
+Nothing heavy is imported at module level (no zarr, icechunk, numpy, bio2zarr or dagster) so
+that ``vczstore --help`` answers at once: every command imports the engine when it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import textwrap
+import traceback
+
+import click
+
+BACKENDS = ("icechunk", "zarr")
+ERRORS_MODULE = "vczstore_dagster.store.errors"
+
+
+@dataclasses.dataclass
+class Settings:
+    progress: bool
+    verbose: int
+    quieted: bool = False
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.find_object(Settings)
+    if obj is None:  # a command invoked on its own, without the group
+        obj = Settings(progress=sys.stderr.isatty(), verbose=0)
+    return obj
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first
+
+
+def _is_engine_error(exc: BaseException) -> bool:
+    # The engine's exception family is only loaded once a command has imported the engine; an
+    # exception of that family can only exist when it has been. No import here: --help stays fast.
+    errors = sys.modules.get(ERRORS_MODULE)
+    return errors is not None and isinstance(exc, errors.VczStoreError)
+
+
+class VczstoreGroup(click.Group):
+    """Turns engine errors into one line on stderr and exit code 1 (traceback with ``-v``)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            raise  # `vczstore view STORE | head`: click ends quietly
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            verbose = _settings(ctx).verbose
+            if verbose:
+                traceback.print_exc(file=sys.stderr)
+            if _is_engine_error(exc):
+                click.echo(f"error: {_error_line(exc)}", err=True)
+            else:
+                hint = "" if verbose else " (run with -v for the traceback)"
+                click.echo(f"error: unexpected {type(exc).__name__}: {_error_line(exc)}{hint}",
+                           err=True)
+            ctx.exit(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared options and helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _parse_storage_options(ctx, param, values):
+    """``KEY=VALUE`` pairs → the engine's typed dict; a malformed or unknown key is a usage error."""
+    if not values:
+        return {}
+    for pair in values:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", ctx=ctx, param=param)
+    from vczstore_dagster.store import InvalidInputError, parse_storage_options
+
+    try:
+        return parse_storage_options(list(values))
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+storage_option = click.option(
+    "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+    callback=_parse_storage_options,
+    help="S3 setting, repeatable: endpoint_url, region, allow_http, access_key_id, "
+         "secret_access_key, session_token, anonymous, force_path_style. Unset ones come from "
+         "the usual AWS_* environment variables.")
+
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKENDS), default=None,
+    help="Force the backend instead of detecting it (icechunk or zarr).")
+
+at_option = click.option(
+    "--at", "at", metavar="REF", default=None,
+    help="A release tag, branch or snapshot id (Icechunk); default: the head of main.")
+
+
+def store_options(f):
+    return storage_option(backend_option(f))
+
+
+def _quiet_libraries(settings: Settings) -> None:
+    """Keep Icechunk's Rust warnings and library warnings off the terminal unless -v."""
+    if settings.quieted:
+        return
+    settings.quieted = True
+    import icechunk
+
+    if settings.verbose:
+        icechunk.set_logs_filter(None)  # ICECHUNK_LOG, or Icechunk's default
+    elif not os.environ.get("ICECHUNK_LOG"):
+        icechunk.set_logs_filter("error")
+    if not settings.verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="zarr.*")
+
+
+class _EchoHandler(logging.Handler):
+    """Log records on whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
+
+    def __init__(self, verbose: int):
+        super().__init__()
+        self.verbose = verbose
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.verbose:
+                text = f"{record.levelname.lower()} {record.name}: {record.getMessage()}"
+            else:
+                text = f"{record.levelname.lower()}: {record.getMessage()}"
+            click.echo(text, err=True)
+        except Exception:  # never let logging break a command
+            self.handleError(record)
+
+
+def _configure_logging(ctx: click.Context, verbose: int) -> None:
+    """-v: every logger at INFO (-vv: DEBUG) on stderr. Otherwise only the engine's warnings:
+    libraries' own (bio2zarr's memory estimates and such) are not for operators. Undone when the
+    command ends, so that in-process callers (tests, CliRunner) keep their logging as it was."""
+    root = logging.getLogger()
+    engine = logging.getLogger("vczstore_dagster")
+    handler = _EchoHandler(verbose)
+    if verbose:
+        attached = [(root, handler)]
+        old_level = root.level
+        root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+        ctx.call_on_close(lambda: root.setLevel(old_level))
+    else:
+        handler.setLevel(logging.WARNING)
+        # A handler on bio2zarr's logger keeps its records from Python's last-resort stderr
+        # handler; they still reach any handler the caller put on the root logger.
+        attached = [(engine, handler), (logging.getLogger("bio2zarr"), logging.NullHandler())]
+    for logger, h in attached:
+        logger.addHandler(h)
+        ctx.call_on_close(lambda logger=logger, h=h: logger.removeHandler(h))
+
+
+def _open(ctx: click.Context, url: str, storage_options: dict, backend: str | None):
+    _quiet_libraries(_settings(ctx))
+    from vczstore_dagster.store import open_store
+
+    return open_store(url, storage_options=storage_options or None, backend=backend)
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _short(snapshot: str | None) -> str:
+    return snapshot or "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# The group
+# ------------------------------------------------------------------------------------------------
+
+
+@click.group(cls=VczstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars on stderr (default: on when stderr is a terminal).")
+@click.option("-v", "--verbose", count=True,
+              help="Tracebacks on errors and log messages (-vv: debug).")
+@click.version_option(package_name="vczstore-dagster", prog_name="vczstore")
+@click.pass_context
+def cli(ctx: click.Context, progress: bool | None, verbose: int) -> None:
+    """A cohort genotype store (VCF Zarr on Icechunk or plain Zarr): append batches of samples,
+    withdraw samples, tag releases.
+
+    STORE is a local path or s3://bucket/prefix.
+
+    \b
+    Typical use:
+      vczstore convert first.vcf.gz first.vcz --samples-chunk-size 1000
+      vczstore init data/store --from first.vcz
+      vczstore convert next.vcf.gz next.vcz --like data/store
+      vczstore check data/store next.vcz
+      vczstore append data/store next.vcz
+      vczstore tag data/store 2026-11
+    """
+    if progress is None:
+        progress = sys.stderr.isatty()
+    ctx.obj = Settings(progress=progress, verbose=verbose)
+    _configure_logging(ctx, verbose)
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--from", "from_vcz", metavar="VCZ", default=None,
+              help="A VCZ whose samples become the store's first batch.")
+@click.option("--variants", multiple=True, metavar="VCZ_OR_VCF",
+              help="A variants-only source (VCZ or VCF): the store starts with zero samples.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="icechunk", show_default=True)
+@click.option("--zarr-format", type=click.Choice(["2", "3"]), default="3", show_default=True,
+              help="Zarr format of a plain Zarr store (Icechunk is always 3).")
+@click.option("--samples-chunk-size", type=click.IntRange(min=1), default=None,
+              help="Sample chunk size (--variants; with --from it must match the VCZ's).")
+@click.option("--batch-id", default=None, help="Id of the first batch (default: the VCZ's name).")
+@storage_option
+@click.pass_context
+def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_size, batch_id,
+         storage_options):
+    """Create a new store at STORE, from a VCZ (--from) or a variants-only source (--variants)."""
+    if (from_vcz is None) == (not variants):
+        raise click.UsageError("give exactly one of --from VCZ or --variants VCZ_OR_VCF")
+    if batch_id is not None and from_vcz is None:
+        raise click.UsageError("--batch-id goes with --from (a --variants store has no samples)")
+    settings = _settings(ctx)
+    _quiet_libraries(settings)
+    from vczstore_dagster.store import init_store
+
+    result = init_store(store, from_vcz=from_vcz, variants=list(variants) or None,
+                        storage_options=storage_options or None, backend=backend,
+                        zarr_format=int(zarr_format), samples_chunk_size=samples_chunk_size,
+                        batch_id=batch_id, progress=settings.progress)
+    what = f" (batch {result.batch_id})" if result.batch_id else ""
+    click.echo(f"created {result.backend} store {result.url}: {result.num_samples} samples{what}, "
+               f"{result.num_variants} variants")
+    if result.snapshot_id:
+        click.echo(f"snapshot: {result.snapshot_id}")
+
+
+@cli.command()
+@click.argument("vcfs", nargs=-1, required=True, metavar="VCF...")
+@click.argument("out")
+@click.option("--like", "like", metavar="STORE", default=None,
+              help="Encode in this store's schema (dtypes, shapes, chunks, codecs, Zarr format) "
+                   "and on its sample grid, so that appending copies encoded chunks.")
+@click.option("--variants-chunk-size", type=click.IntRange(min=1), default=None,
+              help="Variant chunk size (not with --like).")
+@click.option("--samples-chunk-size", type=click.IntRange(min=1), default=None,
+              help="Sample chunk size (not with --like).")
+@click.option("--zarr-format", type=click.Choice(["2", "3"]), default=None,
+              help="Zarr format of the output (default 3; not with --like).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes for bio2zarr (0: in this process).")
+@store_options
+@click.pass_context
+def convert(ctx, vcfs, out, like, variants_chunk_size, samples_chunk_size, zarr_format, workers,
+            storage_options, backend):
+    """Convert VCF file(s) into a VCZ batch at OUT (unindexed VCFs are indexed on the way)."""
+    if like is not None:
+        clash = [name for name, value in (("--variants-chunk-size", variants_chunk_size),
+                                          ("--samples-chunk-size", samples_chunk_size),
+                                          ("--zarr-format", zarr_format)) if value is not None]
+        if clash:
+            raise click.UsageError(f"{', '.join(clash)}: not with --like (the store decides)")
+    elif storage_options or backend:
+        raise click.UsageError("--storage-option and --backend apply to the --like store")
+    settings = _settings(ctx)
+    _quiet_libraries(settings)
+    from vczstore_dagster.store import convert_vcfs
+
+    template = _open(ctx, like, storage_options, backend) if like is not None else None
+    result = convert_vcfs(list(vcfs), out, like=template, progress=settings.progress,
+                          worker_processes=workers, variants_chunk_size=variants_chunk_size,
+                          samples_chunk_size=samples_chunk_size,
+                          zarr_format=int(zarr_format or 3))
+    click.echo(f"converted {len(vcfs)} VCF file(s) → {result.path}: {result.num_samples} samples, "
+               f"{result.num_variants} variants in {result.seconds:.1f} s")
+    if result.sample_offset:
+        click.echo(f"laid out on the store's sample grid (offset {result.sample_offset})")
+    for field in result.dropped_fields:
+        click.echo(f"warning: field {field} is not in the store and was dropped", err=True)
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("batch")
+@store_options
+@click.pass_context
+def check(ctx, store, batch, storage_options, backend):
+    """Check whether BATCH (a VCZ) can be appended to STORE; exit 1 on any error finding."""
+    from vczstore_dagster.store import check_batch
+
+    report = check_batch(_open(ctx, store, storage_options, backend), batch)
+    rows = [[f.severity, f.id, f.message] for f in report.findings]
+    if rows:
+        click.echo(_table(rows, ["SEVERITY", "ID", "MESSAGE"]))
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    if report.ok:
+        click.echo(f"compatible: {report.num_samples} samples, {n_warn} warning(s)"
+                   + ("; encoded chunks will be copied" if report.fast_path else ""))
+        return
+    click.echo(f"refused: {n_err} error(s), {n_warn} warning(s)", err=True)
+    ctx.exit(1)
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("batch")
+@click.option("--batch-id", default=None, help="Id recorded in the ledger (default: BATCH's name).")
+@store_options
+@click.pass_context
+def append(ctx, store, batch, batch_id, storage_options, backend):
+    """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit."""
+    from vczstore_dagster.store import append_batch
+
+    settings = _settings(ctx)
+    result = append_batch(_open(ctx, store, storage_options, backend), batch, batch_id=batch_id,
+                          progress=settings.progress)
+    for f in result.findings:
+        if f.severity == "warning":
+            click.echo(f"warning: {f.message}", err=True)
+    click.echo(f"appended batch {result.batch_id}: samples {result.samples_before} → "
+               f"{result.samples_after} (+{result.num_samples_added})")
+    click.echo(f"chunks: {result.chunks_copied} copied ({_bytes(result.bytes_copied)}), "
+               f"{result.chunks_reencoded} re-encoded; fast path: "
+               f"{'yes' if result.fast_path else 'no'}")
+    if result.snapshot_id:
+        extra = f" after {result.attempts} attempts" if result.attempts > 1 else ""
+        click.echo(f"snapshot: {result.snapshot_id}{extra}")
+    click.echo(f"time: {result.seconds:.2f} s")
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("sample_ids", nargs=-1, metavar="SAMPLE...")
+@click.option("--from-file", "from_file", type=click.File("r"), default=None, metavar="F",
+              help="More sample ids, one a line ('-' for stdin; blank lines and #comments skipped).")
+@store_options
+@click.pass_context
+def remove(ctx, store, sample_ids, from_file, storage_options, backend):
+    """Withdraw samples from STORE in one commit: their genotypes become missing values and their
+    ids are hidden; a withdrawn id can never be appended again. Run `purge` next so that history
+    and releases forget them too."""
+    ids = list(sample_ids)
+    if from_file is not None:
+        for line in from_file:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                ids.append(line)
+    if not ids:
+        raise click.UsageError("give at least one SAMPLE or --from-file F")
+    from vczstore_dagster.store.remove import remove_samples
+
+    settings = _settings(ctx)
+    r = remove_samples(_open(ctx, store, storage_options, backend), ids, progress=settings.progress)
+    click.echo(f"removed {r.num_removed} sample(s); {r.withdrawn_total} withdrawn in all")
+    click.echo(f"rewritten: {r.columns_rewritten} sample-chunk column(s), {r.chunks_rewritten} "
+               f"chunk(s); {r.attributes_scrubbed} attribute(s) scrubbed")
+    if r.snapshot_id:
+        click.echo(f"snapshot: {r.snapshot_id}")
+    click.echo(f"time: {r.seconds:.2f} s")
+    if r.snapshot_id:
+        click.echo("history and releases keep them until `vczstore purge`")
+
+
+@cli.command()
+@click.argument("store")
+@store_options
+@click.pass_context
+def purge(ctx, store, storage_options, backend):
+    """Make STORE forget withdrawn samples: redact the releases that hold them (re-tagged as
+    NAME-rN), then expire history and garbage-collect. Irreversible."""
+    from vczstore_dagster.store.purge import purge as purge_store
+
+    settings = _settings(ctx)
+    r = purge_store(_open(ctx, store, storage_options, backend), progress=settings.progress)
+    for red in r.redacted:
+        click.echo(f"redacted release {red.release} → {red.replaced_by} "
+                   f"({red.samples_removed} sample(s) removed; snapshot {red.snapshot_id})")
+    if not r.redacted:
+        click.echo("no release needed redacting")
+    click.echo(f"expired {r.snapshots_expired} snapshot(s); deleted {r.chunks_deleted} chunk(s), "
+               f"{r.objects_deleted} object(s), {_bytes(r.bytes_deleted)}"
+               + (f"; cutoff {r.cutoff}" if r.cutoff else ""))
+    click.echo(f"time: {r.seconds:.2f} s")
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("name")
+@click.option("-m", "--message", default=None, help="A note kept with the release.")
+@store_options
+@click.pass_context
+def tag(ctx, store, name, message, storage_options, backend):
+    """Tag the head of STORE as release NAME (immutable; Icechunk stores only)."""
+    from vczstore_dagster.store import tag_release
+
+    result = tag_release(_open(ctx, store, storage_options, backend), name, message=message)
+    click.echo(f"release {result.name}: snapshot {result.snapshot_id}, "
+               f"{result.active_samples} active samples, {len(result.batches)} batch(es)")
+
+
+def _batch_list(batches: list[str]) -> str:
+    if not batches:
+        return "-"
+    if len(batches) <= 3:
+        return ",".join(batches)
+    return f"{batches[0]}..{batches[-1]} ({len(batches)})"
+
+
+@cli.command()
+@click.argument("store")
+@store_options
+@click.pass_context
+def releases(ctx, store, storage_options, backend):
+    """List the releases of STORE."""
+    from vczstore_dagster.store import list_releases
+
+    opened = _open(ctx, store, storage_options, backend)
+    found = list_releases(opened)
+    if not found:
+        note = " (plain Zarr stores have no releases)" if opened.backend == "zarr" else ""
+        click.echo(f"no releases{note}")
+        return
+    rows = [[r.name, _short(r.snapshot_id), r.time or "-", str(r.active_samples),
+             _batch_list(r.batches), r.replaces or "-"] for r in found]
+    click.echo(_table(rows, ["NAME", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES"]))
+
+
+@cli.command()
+@click.argument("store")
+@at_option
+@store_options
+@click.pass_context
+def info(ctx, store, at, storage_options, backend):
+    """Describe STORE at its head or at a release or snapshot."""
+    from vczstore_dagster.store import store_info
+
+    i = store_info(_open(ctx, store, storage_options, backend), at=at)
+    lines = [
+        ("store", f"{i.url} ({i.backend}, Zarr format {i.zarr_format})"),
+        ("at", i.ref + (f" (snapshot {i.snapshot_id})" if i.snapshot_id else "")),
+        ("variants", f"{i.num_variants} (chunks of {i.variants_chunk_size})"),
+        ("samples", f"{i.num_samples} total, {i.num_active_samples} active "
+                    f"(chunks of {i.samples_chunk_size})"),
+        ("bytes", _bytes(i.bytes) + (" (all chunks in the repository)" if i.bytes else "")),
+        ("arrays", f"{len(i.arrays)}: {', '.join(i.arrays)}"),  # wrapped below
+    ]
+    if i.last_commit_message is not None:
+        lines.append(("last commit", f"{i.last_commit_time}  {i.last_commit_message}"))
+    lines.append(("releases", ", ".join(i.releases) if i.releases else "-"))
+    if i.stale_info_fields:
+        lines.append(("stale INFO", ", ".join(i.stale_info_fields)
+                      + " (computed from the first batch only)"))
+    width = max(len(k) for k, _ in lines) + 1
+    for key, value in lines:
+        click.echo(textwrap.fill(value, width=100, initial_indent=(key + ":").ljust(width) + " ",
+                                 subsequent_indent=" " * (width + 1), break_on_hyphens=False))
+    click.echo(f"batches: {len(i.batches)}" + ("" if i.batches else " (none)"))
+    if i.batches:
+        rows = [[b.batch_id, f"{b.sample_start}-{b.sample_stop - 1}" if b.num_samples else "-",
+                 str(b.num_samples), b.appended_at] for b in i.batches]
+        click.echo("  " + _table(rows, ["BATCH", "SAMPLES", "COUNT", "APPENDED"])
+                   .replace("\n", "\n  "))
+
+
+@cli.command()
+@click.argument("store")
+@at_option
+@store_options
+@click.pass_context
+def view(ctx, store, at, storage_options, backend):
+    """Write STORE (or a release, with --at) as VCF on stdout."""
+    from vczstore_dagster.store import write_vcf
+
+    write_vcf(_open(ctx, store, storage_options, backend), sys.stdout, at=at)
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script: run the group, return the exit code."""
+    try:
+        cli.main(args=argv, prog_name="vczstore", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        click.echo(str(code), err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # `python -m vczstore_dagster.cli`; also keeps spawned workers inert
+    sys.exit(main())
