@@ -4,7 +4,6 @@ A failed check stops ``vcz_store[B]`` in the same run, so the store is never tou
 that does not fit. ``store_consistent`` (the append's audit) is reported by ``vcz_store`` itself.
 """
 
-
 import collections
 import warnings
 

@@ -1,6 +1,5 @@
 """``release_schedule``: a weekly release, skipped when nothing changed since the last one."""
 
-
 import dagster as dg
 
 from vczstore_dagster.defs.jobs import tag_release

@@ -4,7 +4,6 @@ Each sensor keeps the names it has requested in its cursor, so each batch or req
 the partition is added and the run requested in the same tick.
 """
 
-
 import json
 
 import dagster as dg

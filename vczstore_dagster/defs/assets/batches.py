@@ -1,7 +1,6 @@
 """A batch on its way in: ``incoming_batch[B]`` (the sender's files) → ``staged_batch[B]`` (a VCZ in
 the store's schema, in the staging area)."""
 
-
 import hashlib
 import posixpath
 import shutil
@@ -85,7 +84,8 @@ def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> d
     kinds={"zarr"},
     description=(
         "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
-        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks."
+        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks. "
+        "Removed once vcz_store has appended it."
     ),
 )
 def staged_batch(

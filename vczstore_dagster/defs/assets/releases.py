@@ -1,6 +1,5 @@
 """``store_release[R]``: an immutable, citable release of the store (an Icechunk tag)."""
 
-
 import dataclasses
 
 import dagster as dg
@@ -10,6 +9,7 @@ from vczstore_dagster.defs.partitions import releases
 from vczstore_dagster.defs.privacy import call_engine
 from vczstore_dagster.defs.resources import VczStoreResource
 from vczstore_dagster.store import list_releases, tag_release
+from vczstore_dagster.store.release import release_notes
 
 
 class ReleaseConfig(dg.Config):
@@ -38,7 +38,10 @@ def release_metadata(record) -> dict:
     deps=[dg.AssetDep(vcz_store, partition_mapping=dg.AllPartitionMapping())],
     pool=POOL,
     kinds={"icechunk"},
-    description="A release: the store's main tagged R, with its release record (samples, batches, notes).",
+    description=(
+        "A release: the store's main tagged R (immutable, citable), with its release record, "
+        "notes and recomputed per-variant statistics (AC, AN, AF, NS, call rate)."
+    ),
 )
 def store_release(
     context: dg.AssetExecutionContext, config: ReleaseConfig, store: VczStoreResource
@@ -47,4 +50,11 @@ def store_release(
     opened = call_engine("opening the store", store.open)
     result = call_engine("tagging the release", tag_release, opened, name, message=config.message)
     record = next((r for r in list_releases(opened) if r.name == name), result)
-    return dg.MaterializeResult(metadata={**release_metadata(record), "snapshot_id": result.snapshot_id})
+    notes = call_engine("writing release notes", release_notes, opened, name)
+    return dg.MaterializeResult(
+        metadata={
+            **release_metadata(record),
+            "snapshot_id": result.snapshot_id,
+            "notes": dg.MetadataValue.md(notes),
+        }
+    )

@@ -1,6 +1,6 @@
 """``vcz_store[B]``: batch B appended to the store in one commit (or the store created from it)."""
 
-
+import shutil
 import time
 
 import dagster as dg
@@ -109,11 +109,14 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, stagin
     started = time.perf_counter()
     existing = call_engine("opening the store", store.open_if_exists)
     if existing is None:
-        yield _create(store, path, batch_id, sample_ids, started)
-        return
-    try:
-        yield _append(existing, path, batch_id, sample_ids, started)
-    except EngineFailure as failure:
-        if failure.error_type == "AuditError":  # main was not moved
-            yield _consistent(False, failure.description)
-        raise
+        result = _create(store, path, batch_id, sample_ids, started)
+    else:
+        try:
+            result = _append(existing, path, batch_id, sample_ids, started)
+        except EngineFailure as failure:
+            if failure.error_type == "AuditError":  # main was not moved
+                yield _consistent(False, failure.description)
+            raise
+    # The store holds the batch now. No second copy is kept: a withdrawal must leave none behind.
+    shutil.rmtree(staging.batch_dir(batch_id), ignore_errors=True)
+    yield result

@@ -5,7 +5,6 @@ run time, so that no sample ID passes through run config, tags, logs or metadata
 counts only.
 """
 
-
 import time
 
 import dagster as dg
@@ -14,6 +13,8 @@ from vczstore_dagster.defs.assets.store import POOL, vcz_store
 from vczstore_dagster.defs.partitions import withdrawals
 from vczstore_dagster.defs.privacy import call_engine
 from vczstore_dagster.defs.resources import VczStoreResource, WithdrawalsResource
+from vczstore_dagster.store.purge import purge
+from vczstore_dagster.store.remove import remove_samples
 
 REQUEST_SUFFIX = ".txt"
 
@@ -26,18 +27,6 @@ def parse_request(text: str) -> list[str]:
         if line and not line.startswith("#"):
             ids.append(line)
     return list(dict.fromkeys(ids))
-
-
-def _engine_operations():
-    try:
-        from vczstore_dagster.store.purge import purge
-        from vczstore_dagster.store.remove import remove_samples
-    except ImportError:
-        raise dg.Failure(
-            "this installation's store engine cannot remove samples yet "
-            "(vczstore_dagster.store.remove / .purge are missing)"
-        ) from None
-    return remove_samples, purge
 
 
 @dg.asset(
@@ -55,7 +44,6 @@ def sample_withdrawals(
     context: dg.AssetExecutionContext, store: VczStoreResource, withdrawals: WithdrawalsResource
 ) -> dg.MaterializeResult:
     request = context.partition_key
-    remove_samples, purge = _engine_operations()
     raw = withdrawals.read_bytes(request + REQUEST_SUFFIX)
     sample_ids = parse_request(raw.decode("utf-8", errors="replace"))
     if not sample_ids:
@@ -66,18 +54,21 @@ def sample_withdrawals(
         "removing the samples", remove_samples, opened, sample_ids, sample_ids=sample_ids
     )
     purged = call_engine("purging history", purge, opened, sample_ids=sample_ids)
-    redacted = [f"{old} → {new}" for old, new in getattr(purged, "redacted", [])]
+    redacted = [f"{r.release} → {r.replaced_by}" for r in purged.redacted]
     return dg.MaterializeResult(
         metadata={
             "samples_requested": len(sample_ids),
-            "samples_removed": getattr(removed, "num_removed", 0),
-            "snapshot_id": str(getattr(removed, "snapshot_id", "") or ""),
-            "chunks_rewritten": getattr(removed, "chunks_rewritten", 0),
+            "samples_removed": removed.num_removed,
+            "withdrawn_total": removed.withdrawn_total,
+            "snapshot_id": removed.snapshot_id or "",
+            "chunk_columns_rewritten": removed.columns_rewritten,
+            "chunks_rewritten": removed.chunks_rewritten,
+            "attributes_scrubbed": removed.attributes_scrubbed,
             "releases_redacted": len(redacted),
             "redactions": dg.MetadataValue.text(", ".join(redacted) or "none"),
-            "snapshots_expired": getattr(purged, "snapshots_expired", 0),
-            "objects_deleted": getattr(purged, "objects_deleted", 0),
-            "bytes_deleted": dg.MetadataValue.int(getattr(purged, "bytes_deleted", 0)),
+            "snapshots_expired": purged.snapshots_expired,
+            "objects_deleted": purged.objects_deleted,
+            "bytes_deleted": dg.MetadataValue.int(purged.bytes_deleted),
             "duration_seconds": round(time.perf_counter() - started, 3),
         }
     )
