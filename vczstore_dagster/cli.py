@@ -493,7 +493,7 @@ def info(ctx, store, at, storage_options, backend):
     lines.append(("releases", ", ".join(i.releases) if i.releases else "-"))
     if i.stale_info_fields:
         lines.append(("stale INFO", ", ".join(i.stale_info_fields)
-                      + " (computed from the first batch only)"))
+                      + " (out of date with the current samples)"))
     width = max(len(k) for k, _ in lines) + 1
     for key, value in lines:
         click.echo(textwrap.fill(value, width=100, initial_indent=(key + ":").ljust(width) + " ",
