@@ -87,7 +87,8 @@ def write_vcf(
     rng = np.random.default_rng(seed)
     contigs = "".join(f"##contig=<ID={c},length={n}>\n" for c, n in CONTIGS.items())
     lines = [HEADER.format(contigs=contigs)]
-    lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(samples) + "\n")
+    columns = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"
+    lines.append(columns + ("\tFORMAT\t" + "\t".join(samples) if samples else "") + "\n")
     n = len(samples)
     for site in sites:
         n_alleles = 1 + len(site.alts)
@@ -131,7 +132,8 @@ def write_vcf(
         qual = "." if site.qual is None else f"{site.qual}"
         lines.append(
             f"{site.contig}\t{site.position}\t{site.id}\t{site.ref}\t{','.join(site.alts)}\t{qual}"
-            f"\t{site.filter}\t{info}\tGT:DP:GQ:AD:PL:HQ:FT\t" + "\t".join(cells) + "\n"
+            f"\t{site.filter}\t{info}"
+            + ("\tGT:DP:GQ:AD:PL:HQ:FT\t" + "\t".join(cells) if samples else "") + "\n"
         )
     text = "".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -191,8 +191,6 @@ def test_init_variants_only_from_vcz(tmp_path, small_store, vcfs):
     assert header_samples(run("view", store).stdout) == testdata.sample_names("B", 6)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: create._widen_ints reuses the int8 'bytes' "
-                   "serializer (no endian) for i4 arrays: ValueError from zarr")
 def test_init_variants_only_from_vcf(tmp_path):
     store = tmp_path / "store"
     r = run("init", store, "--variants", sites_only_vcf(tmp_path / "sites.vcf"),
@@ -201,9 +199,6 @@ def test_init_variants_only_from_vcf(tmp_path):
     assert "0 total, 0 active (chunks of 4)" in run("info", store).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="engine: release statistics arrays (stats.py) use zarr's "
-                   "default zstd codec, and convert --like hands it to bio2zarr, which supports "
-                   "blosc only: NotImplementedError")
 def test_convert_like_after_tag(tmp_path, vcfs):
     vcz, store = tmp_path / "b1.vcz", tmp_path / "store"
     run("convert", vcfs["b1"], vcz, "--samples-chunk-size", 4)

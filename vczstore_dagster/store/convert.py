@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import OFFSET_ATTR
 from vczstore_dagster.store.errors import InvalidInputError
 
+SITES_ONLY_VARIABLE_NUMBER = 4
 SHUFFLE_IDS = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
@@ -63,14 +65,23 @@ def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_process
             schema_path = tmp / "schema.json"
             schema_path.write_text(json.dumps(spec))
             fmt = schema.zarr_format(template)
+        elif _num_samples(icf) == 0:
+            schema_path = tmp / "schema.json"
+            schema_path.write_text(json.dumps(_sites_only_schema(
+                icf, variants_chunk_size, samples_chunk_size)))
         offset = 0
         if template is not None:
             offset = schema.num_samples(template) % schema.samples_chunk_size(template)
         encoded = tmp / "encoded.vcz" if offset else out
-        b2z.encode(str(icf), str(encoded), schema_path=str(schema_path) if schema_path else None,
-                   variants_chunk_size=None if schema_path else variants_chunk_size,
-                   samples_chunk_size=None if schema_path else samples_chunk_size,
-                   worker_processes=worker_processes, show_progress=progress, zarr_format=fmt)
+        try:
+            b2z.encode(str(icf), str(encoded), schema_path=str(schema_path) if schema_path else None,
+                       variants_chunk_size=None if schema_path else variants_chunk_size,
+                       samples_chunk_size=None if schema_path else samples_chunk_size,
+                       worker_processes=worker_processes, show_progress=progress, zarr_format=fmt)
+        except (ValueError, NotImplementedError, TypeError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"{', '.join(map(str, vcfs))}: cannot be encoded in the store's schema ({exc})"
+            ) from exc
         if offset:
             lay_out_with_offset(encoded, out, offset)
     import zarr
@@ -94,6 +105,39 @@ def _indexed(vcf: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
         if proc.returncode != 0:
             raise InvalidInputError(f"{vcf}: cannot be read as VCF: {proc.stderr.strip()[:300]}")
     return target
+
+
+def _num_samples(icf_path) -> int:
+    from bio2zarr import vcf as b2z
+
+    return len(b2z.IntermediateColumnarFormat(str(icf_path)).metadata.samples)
+
+
+def _sites_only_schema(icf_path, variants_chunk_size, samples_chunk_size, ploidy: int = 2) -> dict:
+    """A schema for a variants-only VCF: its FORMAT fields have no values to size dtypes and
+    trailing dimensions by, so give them room (diploid, every allele of the widest site, int32,
+    ``SITES_ONLY_VARIABLE_NUMBER`` values for ``Number=.``)."""
+    from bio2zarr import vcf as b2z
+
+    icf = b2z.IntermediateColumnarFormat(str(icf_path))
+    spec = json.loads(icf.generate_schema(variants_chunk_size=variants_chunk_size,
+                                          samples_chunk_size=samples_chunk_size).asjson())
+    dims = spec["dimensions"]
+    n_alleles = dims["alleles"]["size"]
+    sizes = {"ploidy": ploidy, "genotypes": math.comb(n_alleles + ploidy - 1, ploidy)}
+    for name, size in sizes.items():
+        dims[name] = {"size": size, "chunk_size": size}
+    for field in spec["fields"]:
+        source = icf.fields.get(field.get("source") or "")
+        if not field["name"].startswith("call_"):
+            continue
+        if source is not None and source.vcf_field.vcf_number == "." and len(field["dimensions"]) == 2:
+            dim = f"FORMAT_{source.vcf_field.name}_dim"
+            dims[dim] = {"size": SITES_ONLY_VARIABLE_NUMBER, "chunk_size": SITES_ONLY_VARIABLE_NUMBER}
+            field["dimensions"] = [*field["dimensions"], dim]
+        if np.dtype(field["dtype"]).kind == "i" and field["name"] != "call_genotype":
+            field["dtype"] = "i4"
+    return spec
 
 
 def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
@@ -135,7 +179,9 @@ def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
             _check_fits(icf, field["source"], name, dtype)
         if dtype is not None:
             field["dtype"] = dtype
-        field["compressor"], field["filters"] = _numcodecs_config(target)
+        compressor, filters = _numcodecs_config(target)
+        if compressor is not None and compressor["id"] == "blosc":  # bio2zarr encodes with blosc only
+            field["compressor"], field["filters"] = compressor, filters
         fields.append(field)
     spec["fields"] = fields
     return spec, dropped

@@ -21,8 +21,6 @@ from vczstore_dagster.store.location import (
 )
 
 DEFAULT_SAMPLES_CHUNK = 1000
-# A variants-only VCF has no sample data to size integer FORMAT fields by: leave room.
-VARIANTS_ONLY_INT_DTYPE = "i4"
 
 
 @dataclasses.dataclass
@@ -104,7 +102,7 @@ def _variants_only(sources, tmp: pathlib.Path, samples_chunk_size):
         convert_vcfs([source], out, samples_chunk_size=samples_chunk_size or DEFAULT_SAMPLES_CHUNK)
         vcz = zarr.open_group(str(out), mode="r")
         if schema.num_samples(vcz) == 0:
-            return _widen_ints(vcz, tmp)
+            return vcz
     return _zero_samples(vcz, tmp, samples_chunk_size)
 
 
@@ -127,29 +125,15 @@ def _zero_samples(vcz, tmp, samples_chunk_size):
     return out
 
 
-def _widen_ints(vcz, tmp):
-    """A sites-only VCF gives FORMAT fields no values to size dtypes by; widen the integer ones."""
-    import zarr
-
-    out = zarr.open_group(str(tmp / "widened.vcz"), mode="w", zarr_format=vcz.metadata.zarr_format)
-    out.attrs.update(dict(vcz.attrs))
-    for name, array in vcz.arrays():
-        dtype = array.dtype
-        if name.startswith("call_") and name not in ("call_genotype",) and np.dtype(dtype).kind == "i":
-            dtype = np.dtype(VARIANTS_ONLY_INT_DTYPE)
-        new = _create_like(out, name, array, array.shape, array.chunks, dtype=dtype)
-        if schema.sample_axis(array) is None:
-            _copy_values(array, new)
-    return out
-
-
 def _create_like(group, name, array, shape, chunks, dtype=None):
     meta = array.metadata
     kwargs = dict(name=name, shape=shape, chunks=chunks, dtype=dtype or array.dtype,
                   fill_value=meta.fill_value, attributes=dict(array.attrs),
                   compressors=array.compressors, filters=array.filters)
     if meta.zarr_format == 3:
-        kwargs.update(serializer=array.serializer, dimension_names=meta.dimension_names)
+        kwargs["dimension_names"] = meta.dimension_names
+        if dtype is None or np.dtype(dtype) == np.dtype(array.dtype):
+            kwargs["serializer"] = array.serializer  # a new dtype needs its own (endianness)
     return group.create_array(**kwargs)
 
 

@@ -301,8 +301,6 @@ class Store:
 
 def detect_backend(location: Location) -> str | None:
     """'icechunk', 'zarr' or None when nothing is there."""
-    import icechunk
-
     if location.is_local:
         p = pathlib.Path(location.path)
         if not p.exists():
@@ -312,17 +310,17 @@ def detect_backend(location: Location) -> str | None:
         if (p / "zarr.json").exists() or (p / ".zgroup").exists():
             return "zarr"
         return None
-    try:
-        if icechunk.Repository.exists(location.icechunk_storage()):
-            return "icechunk"
-    except Exception as exc:
-        raise storage_error(location, exc) from exc
-    from zarr.core.sync import sync
+    # A quick listing with short timeouts: Icechunk's own probe retries for tens of seconds
+    # against an endpoint that does not answer.
+    import s3fs
 
-    store = location.zarr_store(read_only=True)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3fs_kwargs(location.options))
+    root = f"{location.bucket}/{location.prefix}"
     try:
+        if fs.exists(f"{root}/repo"):
+            return "icechunk"
         for key in ("zarr.json", ".zgroup"):
-            if sync(store.exists(key)):
+            if fs.exists(f"{root}/{key}"):
                 return "zarr"
     except Exception as exc:
         raise storage_error(location, exc) from exc

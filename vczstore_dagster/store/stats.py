@@ -68,6 +68,7 @@ def write_release_stats(group) -> list[str]:
         chunks = (vchunk, n_alt) if second else (vchunk,)
         dims = ["variants", second] if second else ["variants"]
         kwargs = dict(name=name, shape=shape, chunks=chunks, dtype=dtype,
+                      compressors=group["variant_position"].compressors,
                       fill_value=-2 if dtype == "i4" else FILL_F4, attributes={"description": description})
         if group.metadata.zarr_format == 3:
             kwargs["dimension_names"] = dims

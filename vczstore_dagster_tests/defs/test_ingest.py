@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
 from vczstore_dagster.defs.partitions import batches
@@ -96,11 +95,6 @@ def store_text_ids(project) -> list[str]:
     return [str(s) for s in np.asarray(group["sample_id"][...])]
 
 
-@pytest.mark.xfail(
-    reason="engine: convert_vcfs(like=store) fails once a release has written its statistics "
-    "arrays (NotImplementedError: Only blosc compressors are supported, got zstd)",
-    strict=False,
-)
 def test_batch_after_a_release_appends(project, vcf_batch):
     project.drop_batch("before", [vcf_batch("P", 6)])
     project.drop_batch("after", [vcf_batch("Q", 5)])
