@@ -422,8 +422,9 @@ def vcztools_cli_text(url: str, *, storage_options: dict | None = None,
     return run(cmd, env=env, timeout=300).stdout
 
 
-def store_vcf_text(store_or_group, *, at=None, storage_options=None) -> str:
-    """vcztools' VCF of a store: the CLI for ``main`` of an Icechunk store, the reader otherwise."""
+def store_vcf_text(store_or_group, *, at=None, storage_options=None, cli: bool = True) -> str:
+    """vcztools' VCF of a store: the CLI for ``main`` of an Icechunk store (unless ``cli`` is
+    False), vcztools' Python reader otherwise."""
     import zarr
 
     if isinstance(store_or_group, zarr.Group):
@@ -434,7 +435,7 @@ def store_vcf_text(store_or_group, *, at=None, storage_options=None) -> str:
         from vczstore_dagster.store import open_store
 
         store = open_store(str(store), storage_options=storage_options)
-    if store.backend == "icechunk" and at in (None, "main"):
+    if cli and store.backend == "icechunk" and at in (None, "main"):
         loc = store.location
         options = loc.options if not loc.is_local else None
         return vcztools_cli_text(loc.url if not loc.is_local else loc.path,
@@ -476,14 +477,18 @@ def compare_tables(expected: VcfTable, got: VcfTable, *, max_report: int = 10) -
 
 
 def assert_matches_bcftools(store_or_group, vcf_paths, removed=(), at=None, *,
-                            storage_options=None) -> VcfTable:
+                            storage_options=None, cli: bool = True) -> VcfTable:
     """The store (read by vcztools) equals ``bcftools merge`` of ``vcf_paths`` less ``removed``.
 
+    ``store_or_group``: an engine Store, a store URL, or an opened zarr Group. Main of an Icechunk
+    store is read by the ``vcztools view`` CLI (``cli=False``: vcztools' Python reader in this
+    process, faster); tags, snapshots and plain Zarr by vcztools' Python reader.
     Compares CHROM POS ID REF ALT QUAL FILTER, the sample columns (names and order) and every
     FORMAT value of every sample; not headers or INFO. Returns the parsed store table.
     """
     expected = parse_vcf_text(bcftools_truth(vcf_paths, removed))
-    got = parse_vcf_text(store_vcf_text(store_or_group, at=at, storage_options=storage_options))
+    got = parse_vcf_text(store_vcf_text(store_or_group, at=at, storage_options=storage_options,
+                                        cli=cli))
     assert expected.rows, "bcftools produced no records: the test data is wrong"
     problems = compare_tables(expected, got)
     assert not problems, "vcztools view of the store differs from bcftools:\n  " + "\n  ".join(
@@ -496,15 +501,54 @@ def assert_matches_bcftools(store_or_group, vcf_paths, removed=(), at=None, *,
 # ---------------------------------------------------------------------------------------------
 
 
-def engine_subprocess(code: str, *, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    """Start ``python -c code`` in the project's environment, in its own process group."""
+def engine_subprocess(code: str, *args, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """Start ``python -c code args...`` in the project's environment, in its own process group."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [full_env.get("PYTHONPATH")])])
     full_env.update(env or {})
-    return subprocess.Popen([sys.executable, "-c", code], env=full_env,
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kwargs)
+
+
+# argv: url, storage options (JSON), batch path, batch id, [ready file, go file]
+APPEND_WORKER = """
+import json, os, pathlib, sys, time
+from vczstore_dagster.store import append_batch, open_store
+url, options, batch, batch_id = sys.argv[1:5]
+if len(sys.argv) > 6:
+    pathlib.Path(sys.argv[5]).write_text("ready")
+    while not os.path.exists(sys.argv[6]):
+        time.sleep(0.002)
+store = open_store(url, storage_options=json.loads(options) or None)
+result = append_batch(store, batch, batch_id=batch_id)
+print(json.dumps({"batch_id": result.batch_id, "samples_before": result.samples_before,
+                  "samples_after": result.samples_after, "attempts": result.attempts}))
+"""
+
+
+def start_append(store, batch, batch_id: str, *extra, env: dict | None = None):
+    """A subprocess appending ``batch`` to ``store`` (see :data:`APPEND_WORKER`)."""
+    import json
+
+    loc = store.location
+    options = {} if loc.is_local else loc.options
+    return engine_subprocess(APPEND_WORKER, store.url, json.dumps(options), batch, batch_id,
+                             *extra, env=env)
+
+
+def wait_for_file(path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    path = pathlib.Path(path)
+    while not path.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"process exited ({process.returncode}) before {path.name}:\n"
+                                 f"{out[-2000:]}\n{err[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear in {timeout}s")
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -578,7 +622,7 @@ def sample_ids(store, at=None) -> list[str]:
     import numpy as np
 
     group = store.readonly_group(at)
-    return [str(s) for s in np.asarray(group["sample_id"][...]).astype(str)]
+    return [str(s) for s in np.asarray(group["sample_id"][...]).tolist()]
 
 
 def chunks_per_sample_column(store) -> int:
@@ -594,3 +638,19 @@ def chunks_per_sample_column(store) -> int:
                 n *= max(1, -(-size // chunk))
         total += n
     return total
+
+
+def storage_keys(store, moto: MotoS3 | None = None) -> set[str]:
+    """The names of every file / object of a store's storage (no content)."""
+    loc = store.location
+    if loc.is_local:
+        root = pathlib.Path(loc.path)
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert moto is not None
+    client = moto.client()
+    prefix = loc.prefix.strip("/") + "/"
+    keys = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=moto.bucket,
+                                                                 Prefix=prefix):
+        keys.update(obj["Key"][len(prefix):] for obj in page.get("Contents", []))
+    return keys

@@ -1,0 +1,185 @@
+"""Opening a store that is not there, not a store, corrupt, or behind storage that refuses us:
+each is a clear error naming the problem, and nothing is created or changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+
+import pytest
+
+from vczstore_dagster_tests import helpers
+
+
+def test_store_path_that_does_not_exist(tmp_path):
+    from vczstore_dagster.store import StoreNotFoundError, open_store
+
+    missing = tmp_path / "no" / "such" / "store"
+    with pytest.raises(StoreNotFoundError) as err:
+        open_store(str(missing))
+    assert str(missing) in str(err.value)
+    assert not missing.exists() and not (tmp_path / "no").exists(), "opening created files"
+
+
+def test_s3_prefix_that_does_not_exist(moto_s3):
+    from vczstore_dagster.store import StoreNotFoundError, open_store
+
+    url = moto_s3.new_url("missing")
+    with pytest.raises(StoreNotFoundError) as err:
+        open_store(url, storage_options=moto_s3.storage_options)
+    assert url in str(err.value)
+    assert helpers.s3_digest(moto_s3, url) == {}, "opening created objects"
+
+
+@pytest.mark.parametrize("kind", ["empty_dir", "files", "vcz_batch"])
+def test_directory_that_is_not_a_store(tmp_path, vcf_batch, kind):
+    """An empty directory, a directory of other files: not a store. A bare VCZ (a batch) is a plain
+    Zarr group, so it may open as a plain Zarr store, but never as an Icechunk one."""
+    from vczstore_dagster.store import InvalidInputError, StoreNotFoundError, open_store
+
+    path = tmp_path / "dir"
+    if kind == "vcz_batch":
+        helpers.bio2zarr_convert([vcf_batch("D", 4, num_variants=60)], path, samples_chunk_size=4)
+    else:
+        path.mkdir()
+        if kind == "files":
+            (path / "notes.txt").write_text("hello\n")
+            (path / "sub").mkdir()
+            (path / "sub" / "x.bin").write_bytes(b"\0\1\2")
+    before = helpers.tree_digest(path)
+    if kind == "vcz_batch":
+        with pytest.raises(InvalidInputError) as err:
+            open_store(str(path), backend="icechunk")
+        assert "zarr" in str(err.value).lower()
+    else:
+        with pytest.raises(StoreNotFoundError) as err:
+            open_store(str(path))
+        assert str(path) in str(err.value)
+    helpers.assert_unchanged(before, helpers.tree_digest(path), "directory")
+
+
+def test_plain_zarr_store_with_corrupt_zarr_json(make_store, vcf_batch, tmp_path):
+    from vczstore_dagster.store import VczStoreError, open_store, store_info
+
+    store, url = make_store("zarr3", [vcf_batch("C", 6, num_variants=60)], samples_chunk_size=4)
+    root_meta = store.location.path + "/zarr.json"
+    text = open(root_meta).read()
+    json.loads(text)
+    with open(root_meta, "w") as f:
+        f.write(text[: len(text) // 3])
+    before = helpers.tree_digest(url)
+    with pytest.raises(VczStoreError) as err:
+        store_info(open_store(url))
+    assert "zarr.json" in str(err.value), str(err.value)
+    assert url in str(err.value), str(err.value)
+    helpers.assert_unchanged(before, helpers.tree_digest(url))
+
+
+def test_icechunk_store_with_corrupt_repo_file(make_store, vcf_batch, tmp_path):
+    """Icechunk's own metadata damaged: an error from the engine, not a crash or a traceback."""
+    from vczstore_dagster.store import VczStoreError, open_store, store_info
+
+    store, url = make_store("icechunk", [vcf_batch("C", 6, num_variants=60)], samples_chunk_size=4)
+    repo_file = next(p for p in (store.location.path + "/repo",) if p)
+    data = open(repo_file, "rb").read()
+    with open(repo_file, "wb") as f:
+        f.write(data[: len(data) // 2])
+    before = helpers.tree_digest(url)
+    with pytest.raises(VczStoreError) as err:
+        store_info(open_store(url))
+    assert url in str(err.value), str(err.value)
+    helpers.assert_unchanged(before, helpers.tree_digest(url))
+
+
+def test_s3_endpoint_that_does_not_answer(moto_s3):
+    from vczstore_dagster.store import StorageUnavailableError, open_store
+
+    port = helpers.closed_port()
+    options = {**moto_s3.storage_options, "endpoint_url": f"http://127.0.0.1:{port}"}
+    url = f"s3://{moto_s3.bucket}/nobody-{uuid.uuid4().hex[:6]}"
+    t0 = time.monotonic()
+    with pytest.raises(StorageUnavailableError) as err:
+        open_store(url, storage_options=options)
+    elapsed = time.monotonic() - t0
+    message = str(err.value)
+    assert "did not answer" in message, message
+    assert f"127.0.0.1:{port}" in message, message
+    assert elapsed < 60, f"took {elapsed:.0f}s to give up"
+
+
+@pytest.fixture
+def iam_user(moto_s3):
+    """An IAM user allowed everything; moto's auth is switched on only inside the test body."""
+    iam = moto_s3.client(service="iam")
+    name = f"u{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="all", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.mark.parametrize("wrong", ["unknown_key", "wrong_secret"])
+def test_wrong_s3_credentials(make_store, vcf_batch, tmp_path, moto_s3, iam_user, wrong):
+    from vczstore_dagster.store import StorageUnavailableError, open_store, store_info
+
+    store, url = make_store("s3", [vcf_batch("W", 6, num_variants=60)], samples_chunk_size=4)
+    before = helpers.s3_digest(moto_s3, url)
+    key_id, secret = iam_user
+    good = {**moto_s3.storage_options, "access_key_id": key_id, "secret_access_key": secret}
+    if wrong == "unknown_key":
+        bad = {**good, "access_key_id": "AKIANOTAREALKEY00000"}
+    else:
+        bad = {**good, "secret_access_key": secret[:-4] + "abcd"}
+    moto_s3.set_auth(0)  # from now on moto checks every request against IAM
+    try:
+        with pytest.raises(StorageUnavailableError) as err:
+            store_info(open_store(url, storage_options=bad))
+        message = str(err.value)
+        assert "credentials" in message, message
+        assert url in message, message
+        # the right credentials still work: the refusal was about the credentials
+        assert store_info(open_store(url, storage_options=good)).num_samples == 6
+    finally:
+        moto_s3.set_auth(float("inf"))
+    helpers.assert_unchanged(before, helpers.s3_digest(moto_s3, url))
+
+
+def test_missing_s3_credentials_for_a_store(make_store, vcf_batch, moto_s3, iam_user,
+                                            monkeypatch):
+    """No credentials at all (none given, none in the environment) against an S3 that checks."""
+    from vczstore_dagster.store import StorageUnavailableError, open_store, store_info
+
+    store, url = make_store("s3", [vcf_batch("W", 6, num_variants=60)], samples_chunk_size=4)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = {k: v for k, v in moto_s3.storage_options.items()
+               if k not in ("access_key_id", "secret_access_key")}
+    moto_s3.set_auth(0)
+    try:
+        with pytest.raises(StorageUnavailableError) as err:
+            store_info(open_store(url, storage_options=options))
+        assert url in str(err.value)
+    finally:
+        moto_s3.set_auth(float("inf"))
+
+
+def test_init_refuses_an_existing_store(make_store, vcf_batch, tmp_path):
+    from vczstore_dagster.store import InvalidInputError, init_store
+
+    vcf = vcf_batch("I", 6, num_variants=60)
+    store, url = make_store("icechunk", [vcf], samples_chunk_size=4)
+    vcz = helpers.bio2zarr_convert([vcf], tmp_path / "again.vcz", samples_chunk_size=4)
+    before = helpers.tree_digest(url)
+    with pytest.raises(InvalidInputError, match="already exists"):
+        init_store(url, from_vcz=str(vcz))
+    helpers.assert_unchanged(before, helpers.tree_digest(url))
+    shutil.rmtree(vcz)
