@@ -452,13 +452,20 @@ def _batch_list(batches: list[str]) -> str:
 
 @cli.command()
 @click.argument("store")
+@click.option("--notes", "notes_for", metavar="NAME",
+              help="Print the Markdown release notes of release NAME instead of the list.")
 @store_options
 @click.pass_context
-def releases(ctx, store, storage_options, backend):
-    """List the releases of STORE."""
+def releases(ctx, store, notes_for, storage_options, backend):
+    """List the releases of STORE (with --notes NAME, that release's notes)."""
     from vczstore_dagster.store import list_releases
 
     opened = _open(ctx, store, storage_options, backend)
+    if notes_for:
+        from vczstore_dagster.store.release import release_notes
+
+        click.echo(release_notes(opened, notes_for), nl=False)
+        return
     found = list_releases(opened)
     if not found:
         note = " (plain Zarr stores have no releases)" if opened.backend == "zarr" else ""

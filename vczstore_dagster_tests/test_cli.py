@@ -124,6 +124,10 @@ def test_worked_flow(tmp_path, vcfs):
     name, _snapshot, _time, active, batches, replaces = row.split()
     assert (name, active, batches, replaces) == ("rel-1", "16", "b1,batch-2", "-")
 
+    notes = run("releases", store, "--notes", "rel-1").stdout
+    assert notes.startswith("# Release rel-1")
+    assert "Batch batch-2 appended: 6 samples" in notes and "first release" in notes
+
     r = run("info", store)
     assert f"variants:    {NUM_VARIANTS}" in r.stdout
     assert "16 total, 16 active (chunks of 4)" in r.stdout
@@ -352,3 +356,24 @@ def test_s3_store(moto_s3, vcfs, tmp_path):
     assert header_samples(run("view", url, *options).stdout) == testdata.sample_names("A", 10)
     r = run("info", f"s3://{moto_s3.bucket}/nothing-here", *options, ok=False)
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_remove_and_purge(tmp_path, vcfs):
+    vcz, store = tmp_path / "b1.vcz", tmp_path / "store"
+    run("convert", vcfs["b1"], vcz, "--samples-chunk-size", 4)
+    run("init", store, "--from", vcz)
+    run("tag", store, "2026-10")
+    ids = testdata.sample_names("A", 10)
+    request = tmp_path / "withdrawn.txt"
+    request.write_text(f"# consent withdrawn\n{ids[1]}\n\n{ids[6]}\n")
+    r = run("remove", store, "--from-file", request)
+    assert "2" in r.stdout
+    assert ids[1] not in r.stdout + r.stderr and ids[6] not in r.stdout + r.stderr
+    r = run("purge", store)
+    assert "2026-10" in r.stdout and "2026-10-r1" in r.stdout
+    assert ids[1] not in r.stdout + r.stderr
+    assert header_samples(run("view", store).stdout) == [s for s in ids if s not in (ids[1], ids[6])]
+    assert header_samples(run("view", store, "--at", "2026-10-r1").stdout) == [
+        s for s in ids if s not in (ids[1], ids[6])]
+    r = run("remove", store, ids[1], ok=False)
+    assert r.exit_code == 1 and "already removed" in r.stderr
