@@ -10,6 +10,7 @@ never be reused, so a redacted release is re-tagged with the next revision suffi
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 import uuid
@@ -23,6 +24,7 @@ from vczstore_dagster.store.remove import blank_samples, scrub_attributes
 from vczstore_dagster.store.stats import write_release_stats
 from vczstore_dagster.store.transaction import WIP_BRANCH_PREFIX, commit
 
+log = logging.getLogger(__name__)
 REVISION = re.compile(r"^(?P<base>.+)-r(?P<n>\d+)$")
 
 
@@ -70,6 +72,8 @@ def purge(store, *, progress: bool = False, settle_seconds: float = 1.5) -> Purg
         cutoff = datetime.now(UTC)
         expired = repo.expire_snapshots(cutoff)
         summary = repo.garbage_collect(cutoff)
+    log.info("expired %d snapshot(s); garbage collection deleted %d chunk(s), %d bytes",
+             len(expired), summary.chunks_deleted, summary.bytes_deleted)
     objects = sum(int(getattr(summary, f, 0) or 0) for f in (
         "chunks_deleted", "manifests_deleted", "snapshots_deleted", "attributes_deleted",
         "transaction_logs_deleted"))
@@ -96,6 +100,7 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None
         return None
     removed_ids = [ids[i] for i in hits]
     new_name = next_revision(tag, taken=set(repo.list_tags()))
+    log.info("redacting release %s: %d withdrawn sample(s)", tag, len(hits))
     with store.location.write_lock():
         wip = WIP_BRANCH_PREFIX + uuid.uuid4().hex[:12]
         repo.create_branch(wip, repo.lookup_tag(tag))

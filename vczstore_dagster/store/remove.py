@@ -10,6 +10,7 @@ registry as salted hashes, and header lines that mention them are scrubbed from 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 
@@ -21,6 +22,7 @@ from vczstore_dagster.store.ledger import read_ledger, write_ledger
 from vczstore_dagster.store.transaction import commit
 
 SCRUBBED = "[withdrawn]"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -51,6 +53,8 @@ def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult
     def operation(group, parent):
         ledger = read_ledger(group)
         indexes = locate(group, requested, ledger)
+        log.info("removing %d samples from %d sample-chunk column(s)", len(indexes),
+                 len(np.unique(indexes // schema.samples_chunk_size(group))))
         columns, chunks = blank_samples(group, indexes, progress=progress)
         scrubbed = scrub_attributes(group, requested)
         ledger.withdrawn = sorted(set(ledger.withdrawn) | {ledger.hash_sample(s) for s in requested})

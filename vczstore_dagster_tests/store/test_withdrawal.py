@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import pathlib
 
 import numcodecs
@@ -185,7 +186,8 @@ def _info_by_site(text, keys):
 
 
 @pytest.mark.parametrize("kind", ["icechunk", "s3"])
-def test_purge_forgets_removed_samples_everywhere(kind, make_store, vcf_batch, tmp_path, request):
+def test_purge_forgets_removed_samples_everywhere(kind, make_store, vcf_batch, tmp_path, request,
+                                                 caplog):
     moto = request.getfixturevalue("moto_s3") if kind == "s3" else None
     header_victim = "W00003"
     first = vcf_batch("W", 12, num_variants=60,
@@ -203,9 +205,13 @@ def test_purge_forgets_removed_samples_everywhere(kind, make_store, vcf_batch, t
     assert found(header_victim.encode(), corpus), "positive control: the scan must see the ID"
     assert all(found(c, corpus) for c in old_chunks), "positive control: the scan must see the chunks"
 
+    caplog.set_level(logging.DEBUG)
     remove_samples(store, [header_victim])
     tag_release(store, "2026-11")
     result = purge(store)
+    assert any(r.name.startswith("vczstore_dagster.store") for r in caplog.records), (
+        "positive control: the engine's logs are captured")
+    assert header_victim not in caplog.text
 
     assert [(r.release, r.replaced_by) for r in result.redacted] == [("2026-10", "2026-10-r1")]
     assert result.bytes_deleted > 0
