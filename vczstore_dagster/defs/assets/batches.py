@@ -7,6 +7,7 @@ import shutil
 
 import dagster as dg
 
+from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.inbox import describe_batch
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import call_engine, vcf_sample_ids, vcz_sample_ids
@@ -44,7 +45,7 @@ def _files_table(files: list[dict]) -> str:
 
 @dg.asset(
     partitions_def=batches,
-    group_name="batches",
+    group_name=GROUP,
     kinds={"vcf"},
     description="A batch in the inbox: its VCF files (or one VCZ), sizes, checksums and sample count.",
 )
@@ -79,7 +80,7 @@ def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> d
 
 @dg.asset(
     partitions_def=batches,
-    group_name="batches",
+    group_name=GROUP,
     deps=[incoming_batch],
     kinds={"zarr"},
     description=(

@@ -4,6 +4,7 @@ import dataclasses
 
 import dagster as dg
 
+from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.assets.store import POOL, vcz_store
 from vczstore_dagster.defs.partitions import releases
 from vczstore_dagster.defs.privacy import call_engine
@@ -34,7 +35,7 @@ def release_metadata(record) -> dict:
 
 @dg.asset(
     partitions_def=releases,
-    group_name="store",
+    group_name=GROUP,
     deps=[dg.AssetDep(vcz_store, partition_mapping=dg.AllPartitionMapping())],
     pool=POOL,
     kinds={"icechunk"},

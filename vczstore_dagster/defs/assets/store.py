@@ -5,6 +5,7 @@ import time
 
 import dagster as dg
 
+from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.assets.batches import staged_batch
 from vczstore_dagster.defs.checks import partitioned_check_spec
 from vczstore_dagster.defs.partitions import batches
@@ -90,7 +91,7 @@ def _append(existing, path, batch_id: str, sample_ids, started: float):
 
 @dg.asset(
     partitions_def=batches,
-    group_name="store",
+    group_name=GROUP,
     deps=[staged_batch],
     pool=POOL,
     kinds={"icechunk"},

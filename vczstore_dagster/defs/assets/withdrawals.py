@@ -9,6 +9,7 @@ import time
 
 import dagster as dg
 
+from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.assets.store import POOL, vcz_store
 from vczstore_dagster.defs.partitions import withdrawals
 from vczstore_dagster.defs.privacy import call_engine
@@ -31,7 +32,7 @@ def parse_request(text: str) -> list[str]:
 
 @dg.asset(
     partitions_def=withdrawals,
-    group_name="withdrawals",
+    group_name=GROUP,
     deps=[dg.AssetDep(vcz_store, partition_mapping=dg.AllPartitionMapping())],
     pool=POOL,
     kinds={"icechunk"},
