@@ -60,10 +60,12 @@ def main() -> None:
     os.chdir(REPO_ROOT)
     data = REPO_ROOT / "data"
     inbox = os.environ.get("VCZSTORE_INBOX") or str(data / "inbox")
+    withdrawals = os.environ.get("VCZSTORE_WITHDRAWALS") or str(data / "withdrawals")
     if not inbox.startswith("s3://"):
         written = write_example_batches(pathlib.Path(inbox))
         print(f"example batches in {inbox}: {', '.join(written) or 'already there'}")
-    (data / "withdrawals").mkdir(parents=True, exist_ok=True)
+    if not withdrawals.startswith("s3://"):
+        pathlib.Path(withdrawals).mkdir(parents=True, exist_ok=True)
     home = pathlib.Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home").absolute()
     os.environ["DAGSTER_HOME"] = str(home)
     prepare_dagster_home(home)
