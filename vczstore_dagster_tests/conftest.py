@@ -66,8 +66,14 @@ def vcf_batch(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def vcz_cache_dir(tmp_path_factory):
+    """Where first batches converted with plain bio2zarr are kept for the session."""
+    return tmp_path_factory.mktemp("vcz_cache")
+
+
 @pytest.fixture
-def make_store(tmp_path, request):
+def make_store(tmp_path, request, vcz_cache_dir):
     """Factory: ``make_store(kind, first_vcfs=None, *, samples_chunk_size=8,
     variants_chunk_size=None, variants=None, batch_id=None) -> (store, url)``.
 
@@ -78,6 +84,7 @@ def make_store(tmp_path, request):
 
     def make(kind: str, first_vcfs=None, **kwargs):
         moto = request.getfixturevalue("moto_s3") if kind == "s3" else None
+        kwargs.setdefault("cache_dir", vcz_cache_dir)
         return helpers.build_store(kind, first_vcfs, tmp_path, moto=moto, **kwargs)
 
     return make

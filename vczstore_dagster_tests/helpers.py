@@ -569,13 +569,32 @@ def killing(process: subprocess.Popen):
 STORE_KINDS = ("icechunk", "s3", "zarr2", "zarr3")
 
 
+_CONVERTED: dict = {}
+
+
+def cached_bio2zarr_convert(vcfs, cache_dir, *, samples_chunk_size, variants_chunk_size=None,
+                            zarr_format=3) -> pathlib.Path:
+    """:func:`bio2zarr_convert`, done once per session for the same inputs (read-only result)."""
+    key = (tuple(str(v) for v in vcfs), samples_chunk_size, variants_chunk_size, zarr_format)
+    path = _CONVERTED.get(key)
+    if path is None or not path.exists():
+        path = pathlib.Path(cache_dir) / f"first-{uuid.uuid4().hex[:8]}.vcz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bio2zarr_convert(vcfs, path, samples_chunk_size=samples_chunk_size,
+                         variants_chunk_size=variants_chunk_size, zarr_format=zarr_format)
+        _CONVERTED[key] = path
+    return path
+
+
 def build_store(kind: str, first_vcfs, workdir, *, moto: MotoS3 | None = None,
                 samples_chunk_size: int = 8, variants_chunk_size: int | None = None,
-                variants=None, batch_id: str | None = None, name: str = "store"):
+                variants=None, batch_id: str | None = None, name: str = "store",
+                cache_dir=None):
     """A new store of ``kind`` (icechunk | s3 | zarr2 | zarr3) made by the engine's ``init``.
 
-    ``first_vcfs``: converted with plain bio2zarr (the store's chunk sizes), then ``init --from``.
-    ``variants``: ``init --variants`` (a zero-sample store). Returns ``(store, url)``.
+    ``first_vcfs``: converted with plain bio2zarr (the store's chunk sizes), then ``init --from``
+    (the conversion is cached in ``cache_dir`` when given). ``variants``: ``init --variants``
+    (a zero-sample store). Returns ``(store, url)``.
     """
     from vczstore_dagster.store import init_store, open_store
 
@@ -593,9 +612,15 @@ def build_store(kind: str, first_vcfs, workdir, *, moto: MotoS3 | None = None,
     kwargs = dict(storage_options=storage_options, backend=backend, zarr_format=zarr_format,
                   samples_chunk_size=samples_chunk_size)
     if first_vcfs is not None:
-        vcz = workdir / f"init-{uuid.uuid4().hex[:6]}.vcz"
-        bio2zarr_convert(first_vcfs, vcz, samples_chunk_size=samples_chunk_size,
-                         variants_chunk_size=variants_chunk_size, zarr_format=zarr_format)
+        if cache_dir is not None:
+            vcz = cached_bio2zarr_convert(first_vcfs, cache_dir,
+                                          samples_chunk_size=samples_chunk_size,
+                                          variants_chunk_size=variants_chunk_size,
+                                          zarr_format=zarr_format)
+        else:
+            vcz = workdir / f"init-{uuid.uuid4().hex[:6]}.vcz"
+            bio2zarr_convert(first_vcfs, vcz, samples_chunk_size=samples_chunk_size,
+                             variants_chunk_size=variants_chunk_size, zarr_format=zarr_format)
         init_store(url, from_vcz=str(vcz), batch_id=batch_id, **kwargs)
     else:
         init_store(url, variants=[str(v) for v in variants], **kwargs)

@@ -333,3 +333,26 @@ def test_same_batch_id_twice(store, base):
     with pytest.raises(IncompatibleBatchError, match="twice"):
         append_batch(store, base.good, batch_id="twice")
     helpers.assert_unchanged(before, helpers.store_digest(store))
+
+
+@pytest.mark.parametrize("kind", ["s3", "zarr2", "zarr3"])
+def test_refused_append_leaves_other_backends_unchanged(make_store, vcf_batch, tmp_path, request,
+                                                         kind):
+    """The same refusal on S3 (every object compared) and on plain Zarr (no transactions)."""
+    from vczstore_dagster.store import IncompatibleBatchError, append_batch, check_batch
+
+    store, url = make_store(kind, [vcf_batch("S", 12, num_variants=NV)],
+                            samples_chunk_size=SCHUNK, variants_chunk_size=VCHUNK)
+    moto = request.getfixturevalue("moto_s3") if kind == "s3" else None
+    again = vcf_batch(samples=["S00012", "S00003"], num_variants=NV)
+    batch = helpers.bio2zarr_convert([again], tmp_path / "again.vcz", samples_chunk_size=SCHUNK,
+                                     variants_chunk_size=VCHUNK,
+                                     zarr_format=2 if kind == "zarr2" else 3)
+    before = helpers.store_digest(store, moto)
+    assert before
+    report = check_batch(store, batch)
+    assert any(f.id == "sample_id_in_store" and "S00003" in f.message for f in report.errors), \
+        report.findings
+    with pytest.raises(IncompatibleBatchError, match="S00003"):
+        append_batch(store, batch, batch_id="bad")
+    helpers.assert_unchanged(before, helpers.store_digest(store, moto))

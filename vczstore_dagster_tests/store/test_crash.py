@@ -107,7 +107,7 @@ def test_sigkill_append(crash_setup, tmp_path, kind, point):
     _recover_and_append(store, batch, first, later, before)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15])
+@pytest.mark.parametrize("delay", [0.0, 0.1])
 def test_sigkill_during_commit_is_before_or_after(crash_setup, tmp_path, delay):
     """Killed at a moment inside the commit itself (the pause is short and the kill lands while
     Icechunk commits or moves main): the store is exactly before or exactly after."""

@@ -67,7 +67,7 @@ def test_icechunk_local_aligned(make_store, vcf_batch, tmp_path):
 def test_icechunk_local_unaligned_several_sizes(make_store, vcf_batch, tmp_path):
     from vczstore_dagster.store import write_vcf
 
-    sizes = [10, 3, 13, 1, 9]
+    sizes = [10, 3, 13, 1]
     store, _, vcfs, results = build_and_append(make_store, vcf_batch, tmp_path, "icechunk", sizes)
     helpers.assert_matches_bcftools(store, vcfs)
     assert_ledger(store, sizes)
@@ -142,12 +142,11 @@ def _append_two_and_check(store, vcf_batch, tmp_path):
 
 
 def test_init_variants_from_sites_only_vcf_then_append(make_store, vcf_batch, tmp_path):
-    # A sites-only VCF of the panel (FORMAT header lines, no samples), as ``bcftools view -G``
-    # makes one.
-    sites = tmp_path / "sites.vcf.gz"
-    helpers.run(["bcftools", "view", "--no-version", "-G", "-Oz", "-o", sites,
-                 vcf_batch("X", 3, num_variants=NUM_VARIANTS)])
-    helpers.run(["bcftools", "index", sites])
+    """A sites-only VCF of the panel (FORMAT definitions in the header, no sample columns)."""
+    from vczstore_dagster import testdata
+
+    sites = testdata.write_sites_vcf(tmp_path / "sites.vcf", num_variants=NUM_VARIANTS)
+    assert helpers.vcf_samples(sites) == []
     store, _ = make_store("icechunk", variants=[sites], samples_chunk_size=8)
     _assert_zero_sample_store(store)
     _append_two_and_check(store, vcf_batch, tmp_path)
