@@ -8,7 +8,12 @@ from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.store import open_store, store_info
 from vczstore_dagster_tests.defs.conftest import check_evaluations, ingest, materializations
-from vczstore_dagster_tests.helpers import assert_matches_bcftools, assert_unchanged, tree_digest
+from vczstore_dagster_tests.helpers import (
+    assert_matches_bcftools,
+    assert_unchanged,
+    bio2zarr_convert,
+    tree_digest,
+)
 
 
 def test_first_batch_creates_the_store_and_a_good_batch_appends(project, vcf_batch):
@@ -107,3 +112,21 @@ def test_batch_after_a_release_appends(project, vcf_batch):
         result = ingest(defs, instance, "after")
     assert result.success, [e.event_specific_data.error.message for e in result.all_events
                             if e.is_step_failure]
+
+
+def test_vcz_batch_is_staged_as_is_and_creates_the_store(project, vcf_batch):
+    vcf = vcf_batch("Z", 5)
+    folder = project.inbox / "vcz-batch"
+    folder.mkdir()
+    bio2zarr_convert([vcf], folder / "cohort-part.vcz", samples_chunk_size=4)
+    (folder / "_READY").touch()
+    defs = project.definitions()
+    with dg.instance_for_test() as instance:
+        result = ingest(defs, instance, "vcz-batch")
+    assert result.success
+    meta = materializations(result)
+    assert meta["incoming_batch"]["kind"] == "vcz"
+    assert meta["incoming_batch"]["num_samples"] == 5
+    assert meta["staged_batch"]["converted"] is False
+    assert meta["vcz_store"]["samples_after"] == 5
+    assert_matches_bcftools(open_store(project.store_url), [vcf])
