@@ -1,12 +1,14 @@
 """``make dev``: example batches in ``data/inbox``, a local Dagster instance, and ``dagster dev``.
 
-Three good batches share one variant set; ``batch-4-other-panel`` is genotyped on another one, so
-its ``variants_match_store`` check fails and the store is left as it was. The sensors are on: within
+Three good batches share one variant set; ``batch-4-extra-alleles`` calls ALT alleles at some sites
+that the store's (fixed) variant set does not have, so its ``variants_match_store`` check fails and
+the store is left as it was. The sensors are on: within
 a few minutes the good batches are in the store. Open http://127.0.0.1:3000.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -17,28 +19,37 @@ from vczstore_dagster import testdata
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 NUM_VARIANTS = 200
-GOOD_SITES_SEED = 42
-OTHER_SITES_SEED = 7
-# (folder name, sample-ID prefix, number of samples, variant set)
+SITES_SEED = 42
+# (folder name, sample-ID prefix, number of samples, whether it brings extra ALT alleles)
 EXAMPLE_BATCHES = [
-    ("batch-1", "P", 30, GOOD_SITES_SEED),
-    ("batch-2", "Q", 25, GOOD_SITES_SEED),
-    ("batch-3", "R", 20, GOOD_SITES_SEED),
-    ("batch-4-other-panel", "X", 10, OTHER_SITES_SEED),
+    ("batch-1", "P", 30, False),
+    ("batch-2", "Q", 25, False),
+    ("batch-3", "R", 20, False),
+    ("batch-4-extra-alleles", "X", 10, True),
 ]
+
+
+def sites_with_extra_alleles(num_variants: int = NUM_VARIANTS, every: int = 25) -> list:
+    """The shared sites, with an extra (indel) ALT allele at every ``every``-th one."""
+    sites = testdata.make_sites(num_variants, SITES_SEED)
+    return [
+        dataclasses.replace(site, alts=(*site.alts, site.ref + "TT")) if i % every == 0 else site
+        for i, site in enumerate(sites)
+    ]
 POOL = "vcz_store"
 
 
 def write_example_batches(inbox: pathlib.Path) -> list[str]:
     """Write each example batch that is not in the inbox yet; ``_READY`` last."""
     written = []
-    for seed, (name, prefix, num_samples, sites_seed) in enumerate(EXAMPLE_BATCHES, start=1):
+    for seed, (name, prefix, num_samples, extra_alleles) in enumerate(EXAMPLE_BATCHES, start=1):
         folder = inbox / name
         if (folder / "_READY").exists():
             continue
         samples = testdata.sample_names(f"{prefix}-", num_samples)
+        sites = sites_with_extra_alleles() if extra_alleles else None
         testdata.write_vcf(folder / f"{name}.vcf", samples, num_variants=NUM_VARIANTS,
-                           sites_seed=sites_seed, seed=seed)
+                           sites_seed=SITES_SEED, sites=sites, seed=seed)
         (folder / "_READY").touch()
         written.append(name)
     return written
