@@ -10,7 +10,7 @@ import dagster as dg
 from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.inbox import describe_batch
 from vczstore_dagster.defs.partitions import batches
-from vczstore_dagster.defs.privacy import call_engine, vcf_sample_ids, vcz_sample_ids
+from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcf_sample_ids, vcz_sample_ids
 from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
 from vczstore_dagster.store import convert_vcfs
 
@@ -78,6 +78,26 @@ def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> d
     )
 
 
+def _convert(context, vcfs, target, like, sample_ids):
+    """Convert in the store's schema; a batch that does not fit it is converted in its own, so
+    that the blocking checks can say what does not fit (rather than a failed conversion)."""
+    if like is None:
+        result = call_engine("converting the batch", convert_vcfs, vcfs, target,
+                             sample_ids=sample_ids)
+        return result, "its own (no store yet: it will create it)"
+    try:
+        return call_engine("converting the batch", convert_vcfs, vcfs, target, like=like,
+                           sample_ids=sample_ids), "the store's"
+    except EngineFailure as failure:
+        if failure.error_type != "InvalidInputError":
+            raise
+        misfit = failure.description
+    context.log.warning(f"{misfit}; converted in the batch's own schema for the checks")
+    shutil.rmtree(target, ignore_errors=True)
+    result = call_engine("converting the batch", convert_vcfs, vcfs, target, sample_ids=sample_ids)
+    return result, f"its own: it does not fit the store's ({misfit})"
+
+
 @dg.asset(
     partitions_def=batches,
     group_name=GROUP,
@@ -109,15 +129,13 @@ def staged_batch(
 
     if folder.vcz:
         (source / folder.vcz).rename(target)
-        num_samples = len(vcz_sample_ids(target))
-        metadata = {"converted": False, "num_samples": num_samples}
+        metadata = {"converted": False, "num_samples": len(vcz_sample_ids(target))}
+        schema = "its own (a VCZ batch is staged as it came)"
     else:
         vcfs = [source / name for name in folder.vcfs]
         with open(vcfs[0], "rb") as f:
             sample_ids = vcf_sample_ids(f)
-        result = call_engine(
-            "converting the batch", convert_vcfs, vcfs, target, like=like, sample_ids=sample_ids
-        )
+        result, schema = _convert(context, vcfs, target, like, sample_ids)
         metadata = {
             "converted": True,
             "num_samples": result.num_samples,
@@ -127,6 +145,6 @@ def staged_batch(
             "duration_seconds": round(result.seconds, 3),
         }
     shutil.rmtree(source, ignore_errors=True)
-    metadata["schema"] = "the store's" if like is not None else "its own (no store yet: it will create it)"
+    metadata["schema"] = schema
     metadata["path"] = str(target)
     return dg.MaterializeResult(metadata=metadata)
