@@ -105,7 +105,7 @@ def test_icechunk_s3(make_store, vcf_batch, tmp_path, moto_s3):
 def test_plain_zarr(make_store, vcf_batch, tmp_path, kind):
     import zarr
 
-    sizes = [8, 5, 11, 8]
+    sizes = [8, 5, 11]
     store, url, vcfs, _ = build_and_append(make_store, vcf_batch, tmp_path, kind, sizes)
     assert store.backend == "zarr"
     group = zarr.open_group(url, mode="r")
@@ -130,11 +130,10 @@ def _assert_zero_sample_store(store):
     assert store_info(store).num_samples == 0
 
 
-def _append_two_and_check(store, vcf_batch, tmp_path):
+def _append_and_check(store, vcf_batch, tmp_path):
     from vczstore_dagster.store import append_batch
 
-    vcfs = [vcf_batch("V", 11, num_variants=NUM_VARIANTS),
-            vcf_batch("V", 6, start=11, num_variants=NUM_VARIANTS)]
+    vcfs = [vcf_batch("V", 11, num_variants=NUM_VARIANTS)]  # 11 samples onto 0
     for i, vcf in enumerate(vcfs):
         helpers.convert_like(store, [vcf], tmp_path / f"v{i}.vcz")
         append_batch(store, tmp_path / f"v{i}.vcz", batch_id=f"v{i}")
@@ -149,7 +148,7 @@ def test_init_variants_from_sites_only_vcf_then_append(make_store, vcf_batch, tm
     assert helpers.vcf_samples(sites) == []
     store, _ = make_store("icechunk", variants=[sites], samples_chunk_size=8)
     _assert_zero_sample_store(store)
-    _append_two_and_check(store, vcf_batch, tmp_path)
+    _append_and_check(store, vcf_batch, tmp_path)
 
 
 def test_init_variants_from_vcz_then_append(make_store, vcf_batch, tmp_path):
@@ -158,7 +157,7 @@ def test_init_variants_from_vcz_then_append(make_store, vcf_batch, tmp_path):
                                    variants_chunk_size=VARIANTS_CHUNK)
     store, _ = make_store("icechunk", variants=[vcz], samples_chunk_size=8)
     _assert_zero_sample_store(store)
-    _append_two_and_check(store, vcf_batch, tmp_path)
+    _append_and_check(store, vcf_batch, tmp_path)
 
 
 def test_release_tag_keeps_its_state(make_store, vcf_batch, tmp_path):
