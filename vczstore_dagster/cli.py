@@ -248,7 +248,8 @@ def cli(ctx: click.Context, progress: bool | None, verbose: int) -> None:
 @click.option("--from", "from_vcz", metavar="VCZ", default=None,
               help="A VCZ whose samples become the store's first batch.")
 @click.option("--variants", multiple=True, metavar="VCZ_OR_VCF",
-              help="A variants-only source (VCZ or VCF): the store starts with zero samples.")
+              help="A variants-only source (VCZ or VCF): the store starts with zero samples. "
+                   "Repeat it for the union of several (merged as bcftools merge -m none does).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="icechunk", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["2", "3"]), default="3", show_default=True,
               help="Zarr format of a plain Zarr store (Icechunk is always 3).")
@@ -349,15 +350,17 @@ def check(ctx, store, batch, storage_options, backend):
 @click.argument("store")
 @click.argument("batch")
 @click.option("--batch-id", default=None, help="Id recorded in the ledger (default: BATCH's name).")
+@click.option("--allow-new-alleles", is_flag=True,
+              help="Add the new ALT alleles the batch brings to the store's sites in this commit.")
 @store_options
 @click.pass_context
-def append(ctx, store, batch, batch_id, storage_options, backend):
+def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, backend):
     """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit."""
     from vczstore_dagster.store import append_batch
 
     settings = _settings(ctx)
     result = append_batch(_open(ctx, store, storage_options, backend), batch, batch_id=batch_id,
-                          progress=settings.progress)
+                          progress=settings.progress, allow_new_alleles=allow_new_alleles)
     for f in result.findings:
         if f.severity == "warning":
             click.echo(f"warning: {f.message}", err=True)

@@ -80,8 +80,17 @@ def write_vcf(
     sites: list[Site] | None = None,
     max_hq: int = 3,
     dp_max: int = 60,
+    haploid_contigs: tuple[str, ...] = (),
+    haploid_samples: tuple[str, ...] | None = None,
+    split_multiallelic: bool = False,
 ) -> pathlib.Path:
-    """Write a VCF (bgzip-free gzip if the name ends in .gz) for ``samples`` over the shared sites."""
+    """Write a VCF (bgzip-free gzip if the name ends in .gz) for ``samples`` over the shared sites.
+
+    ``sites`` replaces the shared sites (drop, add or reorder ALT alleles with it). Calls on
+    ``haploid_contigs`` are haploid for ``haploid_samples`` (all samples when None), like chrY
+    or chrX in males (PL then has one value per allele). ``split_multiallelic`` writes each
+    multi-allelic site as one biallelic record per ALT allele, as ``bcftools norm -m-`` does.
+    """
     path = pathlib.Path(path)
     sites = sites if sites is not None else make_sites(num_variants, sites_seed)
     rng = np.random.default_rng(seed)
@@ -106,6 +115,10 @@ def write_vcf(
                 a = [".", "."]
             elif miss[j, 0] < 0.05:
                 a[1] = "."
+            haploid = site.contig in haploid_contigs and (
+                haploid_samples is None or samples[j] in haploid_samples)
+            if haploid:
+                a = a[:1]
             sep = "|" if phased[j] else "/"
             called = [int(x) for x in a if x != "."]
             for x in called:
@@ -123,18 +136,25 @@ def write_vcf(
             if rng.random() < 0.05:
                 fields.append(".")
             else:
-                fields.append(",".join(str(int(x)) for x in rng.integers(0, 200, n_g)))
+                pl = rng.integers(0, 200, n_g)
+                fields.append(",".join(str(int(x)) for x in pl[: n_alleles if haploid else n_g]))
             k = int(rng.integers(0, max_hq + 1))
             fields.append("." if k == 0 else ",".join(str(int(x)) for x in rng.integers(0, 50, k)))
             fields.append(rng.choice(["PASS", "LowDP", "."]))
-            cells.append(":".join(fields))
-        info = f"AC={','.join(str(x) for x in ac[1:])};AN={an};NS={ns}"
+            cells.append(fields)
+        records = [(site.alts, ac[1:], cells)]
+        if split_multiallelic and len(site.alts) > 1:
+            records = [((alt,), ac[i : i + 1], [_split_cell(c, i) for c in cells])
+                       for i, alt in enumerate(site.alts, start=1)]
         qual = "." if site.qual is None else f"{site.qual}"
-        lines.append(
-            f"{site.contig}\t{site.position}\t{site.id}\t{site.ref}\t{','.join(site.alts)}\t{qual}"
-            f"\t{site.filter}\t{info}"
-            + ("\tGT:DP:GQ:AD:PL:HQ:FT\t" + "\t".join(cells) if samples else "") + "\n"
-        )
+        for alts, alt_counts, record_cells in records:
+            info = f"AC={','.join(str(x) for x in alt_counts)};AN={an};NS={ns}"
+            lines.append(
+                f"{site.contig}\t{site.position}\t{site.id}\t{site.ref}\t{','.join(alts)}\t{qual}"
+                f"\t{site.filter}\t{info}"
+                + ("\tGT:DP:GQ:AD:PL:HQ:FT\t" + "\t".join(":".join(c) for c in record_cells)
+                   if samples else "") + "\n"
+            )
     text = "".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gz":
@@ -145,6 +165,26 @@ def write_vcf(
     return path
 
 
-def write_sites_vcf(path: str | pathlib.Path, *, num_variants: int = 100, sites_seed: int = 42):
+def write_sites_vcf(path: str | pathlib.Path, *, num_variants: int = 100, sites_seed: int = 42,
+                    sites: list[Site] | None = None):
     """A VCF of the shared sites with no samples: a variants-only source for ``init --variants``."""
-    return write_vcf(path, [], num_variants=num_variants, sites_seed=sites_seed)
+    return write_vcf(path, [], num_variants=num_variants, sites_seed=sites_seed, sites=sites)
+
+
+def _split_cell(fields: list[str], alt: int) -> list[str]:
+    """One sample's FORMAT values for the biallelic record of ALT number ``alt``: other ALTs
+    become REF in GT; AD keeps REF and this ALT; PL keeps the genotypes of REF and this ALT."""
+    gt, dp, gq, ad, pl, hq, ft = fields
+    sep = "|" if "|" in gt else "/"
+    alleles = gt.replace("|", "/").split("/")
+    gt = sep.join("." if x == "." else ("1" if int(x) == alt else "0") for x in alleles)
+    if ad != ".":
+        values = ad.split(",")
+        ad = f"{values[0]},{values[alt]}"
+    if pl != ".":
+        values = pl.split(",")
+        if len(alleles) == 1:  # haploid: one value per allele
+            pl = f"{values[0]},{values[alt]}"
+        else:
+            pl = ",".join(values[k] for k in (0, alt * (alt + 1) // 2, alt * (alt + 1) // 2 + alt))
+    return [gt, dp, gq, ad, pl, hq, ft]

@@ -6,7 +6,7 @@ message names the problem. Heavy modules are imported inside functions so that `
 stays instant.
 
     store = open_store("data/store")                       # or "s3://bucket/prefix", storage_options=...
-    convert_vcfs(["b1.vcf.gz"], "staging/b1.vcz", like=store)
+    convert_vcfs(["b1.vcf.gz"], "staging/b1.vcz", like=store)   # harmonised to the store's variants
     report = check_batch(store, "staging/b1.vcz")           # CompatibilityReport
     result = append_batch(store, "staging/b1.vcz", batch_id="b1")   # AppendResult
     tag_release(store, "2026-11")                           # ReleaseResult
@@ -26,6 +26,7 @@ from vczstore_dagster.store.errors import (
     StoreNotFoundError,
     VczStoreError,
 )
+from vczstore_dagster.store.harmonise import HarmonisationReport, NewAllele, harmonise_batch
 from vczstore_dagster.store.inspect import StoreInfo, store_info
 from vczstore_dagster.store.location import Store, open_store, parse_storage_options
 from vczstore_dagster.store.release import Release, ReleaseResult, list_releases, tag_release
@@ -38,9 +39,11 @@ __all__ = [
     "ConcurrentWriteError",
     "ConvertResult",
     "Finding",
+    "HarmonisationReport",
     "IncompatibleBatchError",
     "InitResult",
     "InvalidInputError",
+    "NewAllele",
     "Release",
     "ReleaseResult",
     "Store",
@@ -51,6 +54,7 @@ __all__ = [
     "append_batch",
     "check_batch",
     "convert_vcfs",
+    "harmonise_batch",
     "init_store",
     "list_releases",
     "open_store",

@@ -22,6 +22,7 @@ from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
+from vczstore_dagster.store.harmonise import report_of, widen_store
 from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
 from vczstore_dagster.store.transaction import commit, pause_for_tests
 
@@ -59,21 +60,29 @@ class _Work:
     ids_before_digest: str = ""
 
 
-def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bool = False) -> AppendResult:
-    """Append the batch at ``batch_path``; refuses (store untouched) when the check finds errors."""
+def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bool = False,
+                 allow_new_alleles: bool = False) -> AppendResult:
+    """Append the batch at ``batch_path``; refuses (store untouched) when the check finds errors.
+
+    New ALT alleles that harmonisation found in the batch are refused unless
+    ``allow_new_alleles``: then they are added to the store's sites in the same commit."""
     t0 = time.perf_counter()
     batch = open_batch(batch_path)
     batch_id = check_batch_id(batch_id or batch.name.removesuffix(".vcz"))
-    report = check_against_group(store.readonly_group(), batch)
+    new_alleles = _new_alleles(batch, allow_new_alleles)
+    report = check_against_group(store.readonly_group(), batch, allow_new_alleles=allow_new_alleles)
     _refuse_if_bad(report, batch, batch_id, read_ledger(store.readonly_group()))
     batch_ids = batch.sample_ids()
 
     def operation(group, parent):
         ledger = read_ledger(group)
-        current = check_against_group(group, batch)  # main may have moved since the first check
+        # main may have moved since the first check
+        current = check_against_group(group, batch, allow_new_alleles=allow_new_alleles)
         _refuse_if_bad(current, batch, batch_id, ledger)
         work = _Work(samples_before=schema.num_samples(group))
         work.ids_before_digest = _digest(group["sample_id"][...])
+        if new_alleles:
+            widen_store(group, batch.group, new_alleles)
         write_samples(group, batch, work, progress=progress, icechunk=parent is not None)
         ledger.batches.append(
             BatchRecord(batch_id, work.samples_before, work.samples_before + batch.num_samples,
@@ -94,11 +103,17 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
             raise AuditError("audit: the store's existing sample ids changed during the append")
         if not np.array_equal(ids[work.samples_before :], batch_ids):
             raise AuditError("audit: the appended sample ids differ from the batch's")
+        for new in new_alleles:
+            got, want = (schema.strings(g["variant_allele"][new.variant]) for g in (after, batch.group))
+            if list(got[got != ""]) != list(want[want != ""]):
+                raise AuditError(f"audit: the alleles at {new.site} differ from the batch's")
 
     message = f"append batch {batch_id}: {batch.num_samples} samples"
-    done = commit(store, operation, message=message, audit=audit,
-                  metadata={"operation": "append", "batch_id": batch_id,
-                            "num_samples": batch.num_samples})
+    metadata = {"operation": "append", "batch_id": batch_id, "num_samples": batch.num_samples}
+    if new_alleles:
+        metadata["new_alleles"] = sum(len(n.alleles) for n in new_alleles)
+        message += f", {metadata['new_alleles']} new alleles"
+    done = commit(store, operation, message=message, audit=audit, metadata=metadata)
     work: _Work = done.result
     return AppendResult(
         batch_id=batch_id,
@@ -113,6 +128,21 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
         findings=report.findings,
         attempts=done.attempts,
     )
+
+
+def _new_alleles(batch: Batch, allowed: bool) -> list:
+    """The new ALT alleles a harmonised batch brings; refused unless ``allowed``."""
+    harmonised = report_of(batch.group)
+    new = harmonised.new_alleles if harmonised else []
+    if new and not allowed:
+        first = new[0]
+        more = (f" ({harmonised.num_new_alleles} new alleles at {len(new)} sites)"
+                if len(new) > 1 or len(first.alleles) > 1 else "")
+        raise InvalidInputError(
+            f"batch {batch.name}: new ALT allele {','.join(first.alleles)} at {first.site} is not "
+            f"in the store's variant set{more}; append with --allow-new-alleles to add it to the "
+            "store in the same commit")
+    return new
 
 
 def _refuse_if_bad(report: CompatibilityReport, batch: Batch, batch_id: str, ledger) -> None:

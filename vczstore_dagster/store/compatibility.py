@@ -9,6 +9,8 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, open_batch
+from vczstore_dagster.store.errors import VczStoreError
+from vczstore_dagster.store.harmonise import ALLELE_DIMS, plan, report_of
 from vczstore_dagster.store.ledger import read_ledger
 
 SEVERITIES = ("error", "warning", "info")
@@ -61,25 +63,31 @@ class CompatibilityReport:
         return "; ".join(f.public_message for f in self.errors)
 
 
-def check_batch(store, batch, *, at: str | None = None) -> CompatibilityReport:
-    """Compare ``batch`` (a path or an opened :class:`Batch`) with the store's head (or ``at``)."""
+def check_batch(store, batch, *, at: str | None = None,
+                allow_new_alleles: bool = False) -> CompatibilityReport:
+    """Compare ``batch`` (a path or an opened :class:`Batch`) with the store's head (or ``at``).
+    New ALT alleles a harmonised batch brings are an error unless ``allow_new_alleles``."""
     if not isinstance(batch, Batch):
         batch = open_batch(batch)
-    return check_against_group(store.readonly_group(at), batch)
+    return check_against_group(store.readonly_group(at), batch, allow_new_alleles=allow_new_alleles)
 
 
-def check_against_group(group, batch: Batch) -> CompatibilityReport:
+def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False) -> CompatibilityReport:
     findings: list[Finding] = []
     add = findings.append
     b = batch.group
     name = batch.name
+    harmonised = report_of(b)
+    new_sites = {n.variant for n in harmonised.new_alleles} if harmonised else set()
 
     nv_store, nv_batch = schema.num_variants(group), schema.num_variants(b)
     if nv_store != nv_batch:
         add(Finding("variant_count", "error", "variants",
                     f"batch {name} has {nv_batch} variants; the store has {nv_store}"))
     else:
-        findings.extend(_compare_variants(group, b, name))
+        findings.extend(_compare_variants(group, b, name, new_sites))
+    mismatch = any(f.severity == "error" for f in findings)
+    findings.extend(_harmonisation(group, batch, harmonised, mismatch, allow_new_alleles))
 
     if schema.variants_chunk_size(group) != schema.variants_chunk_size(b):
         add(Finding("variant_chunk_size", "warning", "layout",
@@ -90,7 +98,7 @@ def check_against_group(group, batch: Batch) -> CompatibilityReport:
                     f"batch {name} is Zarr format {schema.zarr_format(b)}; the store "
                     f"{schema.zarr_format(group)}: every chunk will be re-encoded"))
 
-    findings.extend(_compare_fields(group, b, name))
+    findings.extend(_compare_fields(group, b, name, bool(new_sites)))
     findings.extend(_check_samples(group, batch))
 
     fast = False
@@ -109,7 +117,50 @@ def _read_all(array):
     return np.asarray(array[...])
 
 
-def _compare_variants(group, b, name) -> list[Finding]:
+def _harmonisation(group, batch: Batch, report, mismatch: bool, allow_new_alleles: bool):
+    """What harmonisation did (info), new alleles (an error unless allowed), and whether a batch
+    whose variants differ from the store's would need harmonising (with what it would do)."""
+    out = []
+    name = batch.name
+    if report is not None:
+        for key, n in report.counts().items():
+            if n and key != "new_alleles":
+                shown = report.examples.get(key, [])[:3]
+                out.append(Finding(f"harmonised_{key}", "info", "variants",
+                                   f"batch {name}: harmonised: {n} " + _HARMONISED[key]
+                                   + (f" (e.g. {', '.join(shown)})" if shown else "")))
+        if report.new_alleles:
+            first = report.new_alleles[0]
+            text = (f"batch {name}: {report.num_new_alleles} new ALT allele(s) at "
+                    f"{len(report.new_alleles)} store site(s), first at {first.site}: "
+                    f"{','.join(first.alleles)}")
+            if allow_new_alleles:
+                out.append(Finding("new_alleles", "info", "variants",
+                                   text + "; they are added to the store with the append"))
+            else:
+                out.append(Finding("new_alleles", "error", "variants",
+                                   text + "; the store's variant set is fixed: append with "
+                                   "--allow-new-alleles to add them"))
+    if mismatch:
+        try:
+            detail = plan(group, batch.group).summary()
+        except VczStoreError as exc:
+            detail = str(exc)
+        out.append(Finding("harmonisation_needed", "info", "variants",
+                           f"batch {name} is not harmonised to the store's variants ({detail}): "
+                           "convert its VCFs with --like STORE"))
+    return out
+
+
+_HARMONISED = {
+    "missing_filled": "store variant(s) the batch lacks, filled with missing values",
+    "dropped": "batch record(s) not in the store, dropped",
+    "remapped": "site(s) whose alleles the batch lists in another order or subset, remapped",
+    "split_merged": "multi-allelic site(s) split into several records, merged",
+}
+
+
+def _compare_variants(group, b, name, new_sites=frozenset()) -> list[Finding]:
     out = []
     store_contigs = schema.strings(_read_all(group["contig_id"]))
     batch_contigs = schema.strings(_read_all(b["contig_id"]))
@@ -140,6 +191,9 @@ def _compare_variants(group, b, name) -> list[Finding]:
                 width = max(sv.shape[1], bv.shape[1])
                 sv = _pad_alleles(sv, width)
                 bv = _pad_alleles(bv, width)
+                rows = [i - start for i in new_sites if start <= i < stop]
+                if rows:  # new alleles recorded by harmonisation follow the store's alleles
+                    bv[rows] = np.where(sv[rows] == "", "", bv[rows])
                 diff = np.any(sv != bv, axis=1)
             else:
                 diff = sv.astype(np.int64) != bv.astype(np.int64)
@@ -170,7 +224,7 @@ def _site(group, i) -> str:
     return f"{contig}:{int(group['variant_position'][i])}"
 
 
-def _compare_fields(group, b, name) -> list[Finding]:
+def _compare_fields(group, b, name, new_alleles: bool = False) -> list[Finding]:
     out = []
     store_fields = schema.call_fields(group)
     batch_fields = schema.call_fields(b)
@@ -184,6 +238,11 @@ def _compare_fields(group, b, name) -> list[Finding]:
             out.append(Finding("field_shape", "error", "fields",
                                f"batch {name}: field {field} has dimensions "
                                f"{schema.dims(batch_fields[field])}; the store {schema.dims(arr)}"))
+        elif new_alleles and s.trailing_dims and s.trailing_dims[-1] in ALLELE_DIMS and (
+                s.trailing[:-1] == t.trailing[:-1] and s.trailing[-1] < t.trailing[-1]):
+            out.append(Finding("field_widened", "info", "fields",
+                               f"batch {name}: field {field} has trailing shape {t.trailing} for its "
+                               f"new alleles; the store {s.trailing}"))
         elif s.trailing != t.trailing:
             ploidy = "ploidy" in s.trailing_dims
             smaller = all(b <= a for a, b in zip(s.trailing, t.trailing, strict=True))

@@ -18,6 +18,7 @@ import numpy as np
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import OFFSET_ATTR
 from vczstore_dagster.store.errors import InvalidInputError
+from vczstore_dagster.store.harmonise import ALLELE_DIMS, HarmonisationReport, harmonise_into
 
 SITES_ONLY_VARIABLE_NUMBER = 4
 SHUFFLE_IDS = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -31,6 +32,7 @@ class ConvertResult:
     sample_offset: int
     dropped_fields: list[str]
     seconds: float
+    harmonisation: HarmonisationReport | None = None  # with ``like``: what harmonising did
 
 
 def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_processes: int = 0,
@@ -72,7 +74,7 @@ def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_process
         offset = 0
         if template is not None:
             offset = schema.num_samples(template) % schema.samples_chunk_size(template)
-        encoded = tmp / "encoded.vcz" if offset else out
+        encoded = tmp / "encoded.vcz" if template is not None else out
         try:
             b2z.encode(str(icf), str(encoded), schema_path=str(schema_path) if schema_path else None,
                        variants_chunk_size=None if schema_path else variants_chunk_size,
@@ -82,13 +84,14 @@ def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_process
             raise InvalidInputError(
                 f"{', '.join(map(str, vcfs))}: cannot be encoded in the store's schema ({exc})"
             ) from exc
-        if offset:
-            lay_out_with_offset(encoded, out, offset)
+        harmonisation = None
+        if template is not None:  # the store's variant set, laid out on the store's sample grid
+            harmonisation = harmonise_into(template, encoded, out, sample_offset=offset)
     import zarr
 
     g = zarr.open_group(str(out), mode="r")
     return ConvertResult(str(out), schema.num_samples(g) - offset, schema.num_variants(g), offset,
-                         dropped, time.perf_counter() - t0)
+                         dropped, time.perf_counter() - t0, harmonisation)
 
 
 def _indexed(vcf: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
@@ -166,7 +169,9 @@ def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
             if dim in ("variants", "samples"):
                 continue
             have = dims.get(dim, {}).get("size", size)
-            if have > size and name.startswith("call_"):
+            if dim in ALLELE_DIMS:  # harmonisation fits the batch's sites to the store's after
+                size = max(size, have)
+            elif have > size and name.startswith("call_"):
                 raise InvalidInputError(
                     f"field {name}: the batch needs {have} values along {dim}; the store holds {size}"
                 )
@@ -218,7 +223,9 @@ def _numcodecs_config(array):
     meta = array.metadata
     if meta.zarr_format == 2:
         comp = meta.compressor.get_config() if meta.compressor is not None else None
-        filters = [f.get_config() for f in (meta.filters or [])] or None
+        # bio2zarr adds the string codec itself; passing it on would encode strings twice
+        filters = [f.get_config() for f in (meta.filters or [])
+                   if f.get_config()["id"] not in ("vlen-utf8", "vlen-bytes")] or None
         return comp, filters
     comp = None
     for codec in meta.codecs:

@@ -90,8 +90,10 @@ def _variants_only(sources, tmp: pathlib.Path, samples_chunk_size):
     """A zero-sample VCZ from the first source (a VCZ, or a VCF converted here)."""
     import zarr
 
-    if len(sources) > 1:
-        raise InvalidInputError("init from several variant sources needs variant harmonisation (not yet)")
+    if len(sources) > 1:  # the union of their variant sets, as bcftools merge -m none gives it
+        from vczstore_dagster.store.harmonise import union_of_variants
+
+        sources = [union_of_variants(sources, tmp)]
     source = pathlib.Path(sources[0])
     if source.is_dir():
         vcz = open_batch(source).group
