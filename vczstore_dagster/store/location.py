@@ -274,8 +274,16 @@ class Store:
                 raise InvalidInputError(
                     f"{self.url}: a plain Zarr store has no history; --at {at} needs Icechunk"
                 )
-            return zarr.open_group(self.location.zarr_store(read_only=True), mode="r",
-                                   use_consolidated=True)
+            try:
+                return zarr.open_group(self.location.zarr_store(read_only=True), mode="r",
+                                       use_consolidated=True)
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                raise InvalidInputError(
+                    f"{self.url}: the store's root metadata (zarr.json, .zgroup or .zmetadata) "
+                    f"is corrupt or incomplete: {exc}"
+                ) from exc
+            except FileNotFoundError as exc:
+                raise StoreNotFoundError(f"{self.url}: the store's root metadata is missing") from exc
         return zarr.open_group(self.readonly_session(at).store, mode="r")
 
     def readonly_session(self, at: str | None = None):

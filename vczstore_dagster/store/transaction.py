@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from vczstore_dagster.store.errors import AuditError, ConcurrentWriteError
+from vczstore_dagster.store.errors import ConcurrentWriteError
 from vczstore_dagster.store.location import Store, storage_error
 
 log = logging.getLogger(__name__)
@@ -97,16 +97,19 @@ def _commit_icechunk(store, operation, message, metadata, audit) -> Committed:
 def _commit_plain(store, operation, audit) -> Committed:
     import zarr
 
+    from vczstore_dagster.store.plain import DeferredRootStore, consolidate, roll_back_uncommitted
+
     with store.location.write_lock():
-        zstore = store.location.zarr_store(read_only=False)
-        group = zarr.open_group(zstore, mode="r+", use_consolidated=False)
+        base = store.location.zarr_store(read_only=False)
+        rolled_back = roll_back_uncommitted(base)
+        if rolled_back:
+            log.warning("rolled back %d array metadata document(s) left by an interrupted write",
+                        rolled_back)
+        deferred = DeferredRootStore(base)
+        group = zarr.open_group(deferred, mode="r+", use_consolidated=True)
         result = operation(group, None)
         if audit is not None:
-            after = zarr.open_group(zstore, mode="r", use_consolidated=False)
-            try:
-                audit(after, result)
-            except AuditError:
-                raise
+            audit(zarr.open_group(deferred, mode="r", use_consolidated=False), result)
         pause_for_tests("commit")
-        zarr.consolidate_metadata(zstore)
+        consolidate(deferred)
     return Committed(result, None, None, 1)
