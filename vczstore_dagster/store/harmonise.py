@@ -780,6 +780,11 @@ class _Block:
             values = self.genotypes(target.shape[2] if name != "call_genotype_phased" else None)
             return values[GENOTYPE_FIELDS.index(name)]
         rows = self.rows(name)
+        if rows.ndim == 2 and target.ndim == 3:  # a Number=. field with at most one value
+            rows = rows[..., None]
+        elif rows.ndim != target.ndim:
+            raise InvalidInputError(f"batch: field {name} has dimensions {schema.dims(self.src[name])};"
+                                    f" the store {schema.dims(target)}")
         dtype = target.dtype
         width = target.shape[2] if target.ndim > 2 else None
         kind = _dim_kind(target)

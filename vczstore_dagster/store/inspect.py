@@ -41,7 +41,7 @@ def store_info(store, at: str | None = None) -> StoreInfo:
         info = next(iter(store.repo.ancestry(snapshot_id=snapshot)))
         message, when = info.message, info.written_at.isoformat(timespec="seconds")
         try:
-            size = int(store.repo.total_chunks_storage())
+            size = int(store.repo.chunk_storage_stats().native_bytes)
         except Exception:  # older repositories or storages without listing
             size = None
     return StoreInfo(

@@ -106,7 +106,8 @@ def _commit_plain(store, operation, audit) -> Committed:
             log.warning("rolled back %d array metadata document(s) left by an interrupted write",
                         rolled_back)
         deferred = DeferredRootStore(base)
-        group = zarr.open_group(deferred, mode="r+", use_consolidated=True)
+        # after the roll-back, every array's own metadata is the committed one
+        group = zarr.open_group(deferred, mode="r+", use_consolidated=False)
         result = operation(group, None)
         if audit is not None:
             audit(zarr.open_group(deferred, mode="r", use_consolidated=False), result)
