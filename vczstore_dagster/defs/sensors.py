@@ -9,7 +9,7 @@ import json
 import dagster as dg
 
 from vczstore_dagster.defs import partitions
-from vczstore_dagster.defs.assets.withdrawals import REQUEST_SUFFIX
+from vczstore_dagster.defs.assets.withdrawals import REQUEST_SUFFIX, parse_request
 from vczstore_dagster.defs.inbox import READY_MARKER, batch_folders, describe_batch
 from vczstore_dagster.defs.jobs import ingest_batch, withdraw_samples
 from vczstore_dagster.defs.partitions import printable, unsafe_key_reason
@@ -95,7 +95,7 @@ def withdrawal_sensor(
     context: dg.SensorEvaluationContext, withdrawals: WithdrawalsResource
 ) -> dg.SensorResult:
     seen = _seen(context.cursor)
-    new, unsafe = [], []
+    new, unsafe, named_after_sample = [], [], 0
     for entry in withdrawals.entries():
         name = entry["name"]
         if entry["type"] != "file" or not name.endswith(REQUEST_SUFFIX) or not entry["size"]:
@@ -106,8 +106,21 @@ def withdrawal_sensor(
         reason = unsafe_key_reason(key)
         if reason:
             unsafe.append(f"{printable(name)} ({reason})")
+        elif _names_a_listed_sample(key, withdrawals.read_bytes(name)):
+            named_after_sample += 1  # the name itself must not be shown anywhere
         else:
             new.append(key)
-    notes = [f"Never processed, the file name is not a safe request id: {_listed(unsafe)}."] if unsafe else []
+    notes = []
+    if unsafe:
+        notes.append(f"Never processed, the file name is not a safe request id: {_listed(unsafe)}.")
+    if named_after_sample:
+        notes.append(
+            f"{named_after_sample} request file(s) not processed: the file name contains a sample ID "
+            "it lists, and a request's name is kept forever. Rename them (e.g. by date)."
+        )
     return _result(context, partitions.withdrawals, new, seen, notes, "No new withdrawal request.")
+
+
+def _names_a_listed_sample(key: str, request: bytes) -> bool:
+    return any(s in key for s in parse_request(request.decode("utf-8", errors="replace")))
 

@@ -101,3 +101,12 @@ def test_new_request_file_is_requested_once(project, instance):
     second = tick(defs, instance, "withdrawal_sensor", first.cursor)
     assert second.run_requests == []
     assert "No new withdrawal request" in second.skip_message
+
+
+def test_request_named_after_a_listed_sample_is_not_processed_nor_named(project, instance):
+    project.request_withdrawal("withdraw-P00042", ["P00042", "P00043"])
+    result = tick(project.definitions(), instance, "withdrawal_sensor", None)
+    assert result.run_requests == []
+    assert "1 request file(s) not processed: the file name contains a sample ID" in result.skip_message
+    assert "P0004" not in result.skip_message
+    assert instance.get_dynamic_partitions("withdrawals") == []
