@@ -116,7 +116,7 @@ def test_match_position_rules():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["icechunk", "zarr3"])
+@pytest.mark.parametrize("kind", ["icechunk", "zarr2", "zarr3"])
 def test_batch_lacks_variants(make_store, vcf_batch, tmp_path, kind):
     from vczstore_dagster.store import append_batch, check_batch
     from vczstore_dagster.store.harmonise import HARMONISATION_ATTR
@@ -385,3 +385,26 @@ def test_init_from_several_variant_sources(make_store, vcf_batch, tmp_path, firs
         assert converted.harmonisation.missing_filled > 0 and not converted.harmonisation.new_alleles
         append_batch(store, out, batch_id=name)
     assert_matches_merge(store, [batch_a, batch_b], tmp_path)
+
+
+def test_harmonise_batch_converted_without_the_store(make_store, vcf_batch, tmp_path):
+    """A VCZ converted on its own (other chunk sizes, dtypes and trailing shapes) harmonised
+    with ``harmonise_batch``: laid out on the store's grid in its encoding, then appended."""
+    from vczstore_dagster.store import append_batch, check_batch, harmonise_batch
+
+    a = first_batch(vcf_batch)
+    store = new_store(make_store, a)
+    sites = tuple(dataclasses.replace(s, alts=s.alts[::-1]) if i in MULTI else s
+                  for i, s in enumerate(SITES) if i % 6)
+    b = vcf_batch("S", 7, start=6, num_variants=NV, sites=sites, max_hq=0)
+    plain = helpers.bio2zarr_convert([b], tmp_path / "plain.vcz", samples_chunk_size=3,
+                                     variants_chunk_size=7)
+    assert not check_batch(store, plain).ok
+    out = tmp_path / "harmonised.vcz"
+    report = harmonise_batch(store, plain, out)
+    assert report.missing_filled == NV - len(sites) and report.remapped > 0
+    assert (tmp_path / "plain.vcz").exists()  # the input is left as it was
+    checked = check_batch(store, out)
+    assert checked.ok and checked.fast_path, [f.message for f in checked.errors]
+    append_batch(store, out, batch_id="b1")
+    assert_matches_merge(store, [a, b], tmp_path)
