@@ -47,6 +47,17 @@ EXAMPLES = 5
 # ---------------------------------------------------------------------------------------------
 
 
+def _plain(value):
+    """JSON-ready: numpy scalars become Python numbers (zarr attributes are JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 @dataclasses.dataclass
 class NewAllele:
     """ALT alleles a batch brings to a store site (appended after the site's alleles)."""
@@ -96,7 +107,7 @@ class HarmonisationReport:
             shown.append(site)
 
     def to_attrs(self) -> dict:
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_attrs(cls, raw) -> HarmonisationReport:
@@ -343,7 +354,8 @@ class _Planner:
         site = f"{self.contigs[c]}:{p}"
         if len(merged) > len(store_alleles):
             self.report.new_alleles.append(
-                NewAllele(variant, site, list(merged[len(store_alleles):]), len(store_alleles)))
+                NewAllele(int(variant), site, [str(a) for a in merged[len(store_alleles):]],
+                          int(len(store_alleles))))
         if len(sources) > 1:
             self.report.split_merged += 1
             self.report._note("split_merged", site)
