@@ -136,3 +136,37 @@ def test_vcz_batch_is_staged_as_is_and_creates_the_store(project, vcf_batch):
     assert meta["staged_batch"]["converted"] is False
     assert meta["vcz_store"]["samples_after"] == 5
     assert_matches_bcftools(open_store(project.store_url), [vcf])
+
+
+def _drop_every_tenth_record(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    records = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    dropped = set(records[::10])
+    return "".join(line for i, line in enumerate(lines) if i not in dropped)
+
+
+def test_batches_are_harmonised_and_counted(project, vcf_batch):
+    first = vcf_batch("H", 6)
+    lacking = vcf_batch("I", 5, edit=_drop_every_tenth_record)
+    as_vcz = vcf_batch("J", 4)
+    project.drop_batch("first", [first])
+    project.drop_batch("lacking", [lacking])
+    folder = project.inbox / "as-vcz"
+    folder.mkdir()
+    bio2zarr_convert([as_vcz], folder / "part.vcz", samples_chunk_size=3)
+    (folder / "_READY").touch()
+    defs = project.definitions()
+    with dg.instance_for_test() as instance:
+        assert ingest(defs, instance, "first").success
+        result = ingest(defs, instance, "lacking")
+        assert result.success
+        staged = materializations(result)["staged_batch"]
+        assert staged["harmonisation_missing_filled"] == 10  # 100 sites, every tenth dropped
+        assert staged["harmonisation_dropped"] == 0
+        result = ingest(defs, instance, "as-vcz")
+        assert result.success
+        meta = materializations(result)
+    assert meta["staged_batch"]["harmonisation_missing_filled"] == 0
+    assert meta["vcz_store"]["samples_after"] == 15
+    info = store_info(open_store(project.store_url))
+    assert [b.batch_id for b in info.batches] == ["first", "lacking", "as-vcz"]

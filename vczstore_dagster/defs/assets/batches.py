@@ -13,6 +13,7 @@ from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcf_sample_ids, vcz_sample_ids
 from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
 from vczstore_dagster.store import convert_vcfs
+from vczstore_dagster.store.harmonise import harmonise_batch
 
 SHOWN_FILES = 50
 
@@ -98,6 +99,31 @@ def _convert(context, vcfs, target, like, sample_ids):
     return result, f"its own: it does not fit the store's ({misfit})"
 
 
+def _harmonisation_metadata(report) -> dict:
+    """Counts only: what harmonising the batch to the store's variant set did."""
+    return {f"harmonisation_{k}": int(v) for k, v in report.counts().items()}
+
+
+def _stage_vcz(context, vcz, target, like):
+    """A VCZ batch is harmonised to the store's variants and sample grid when it can be;
+    otherwise it is staged as it came and the blocking checks say why it does not fit."""
+    ids = vcz_sample_ids(vcz)
+    metadata = {"converted": False, "num_samples": len(ids)}
+    if like is not None:
+        try:
+            report = call_engine("harmonising the batch", harmonise_batch, like, vcz, target,
+                                 sample_ids=ids)
+            metadata.update(_harmonisation_metadata(report))
+            return metadata, "the store's variant set and sample grid (harmonised VCZ)"
+        except EngineFailure as failure:
+            if failure.error_type != "InvalidInputError":
+                raise
+            context.log.warning(f"{failure.description}; staged as it came for the checks")
+            shutil.rmtree(target, ignore_errors=True)
+    vcz.rename(target)
+    return metadata, "its own (a VCZ batch is staged as it came)"
+
+
 @dg.asset(
     partitions_def=batches,
     group_name=GROUP,
@@ -128,9 +154,7 @@ def staged_batch(
     like = store.open_if_exists()
 
     if folder.vcz:
-        (source / folder.vcz).rename(target)
-        metadata = {"converted": False, "num_samples": len(vcz_sample_ids(target))}
-        schema = "its own (a VCZ batch is staged as it came)"
+        metadata, schema = _stage_vcz(context, source / folder.vcz, target, like)
     else:
         vcfs = [source / name for name in folder.vcfs]
         with open(vcfs[0], "rb") as f:
@@ -144,6 +168,8 @@ def staged_batch(
             "dropped_fields": ", ".join(result.dropped_fields) or "none",
             "duration_seconds": round(result.seconds, 3),
         }
+        if getattr(result, "harmonisation", None) is not None:
+            metadata.update(_harmonisation_metadata(result.harmonisation))
     shutil.rmtree(source, ignore_errors=True)
     metadata["schema"] = schema
     metadata["path"] = str(target)
