@@ -180,9 +180,12 @@ def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
         if list(field["dimensions"]) != list(target_dims) and name.startswith("call_"):
             field["dimensions"] = list(target_dims)
         dtype = _dtype_code(target)
-        if dtype is not None and name.startswith(("call_", "variant_")) and field.get("source"):
+        if dtype is not None and name.startswith("call_") and field.get("source"):
             _check_fits(icf, field["source"], name, dtype)
-        if dtype is not None:
+            field["dtype"] = dtype
+        elif dtype is not None and _fits(icf, field.get("source"), dtype):
+            # Variant-axis fields are the store's own (an append never copies them): take the
+            # store's dtype where the batch's values fit it, else keep the batch's.
             field["dtype"] = dtype
         compressor, filters = _numcodecs_config(target)
         if compressor is not None and compressor["id"] == "blosc":  # bio2zarr encodes with blosc only
@@ -197,6 +200,14 @@ def _dtype_code(array) -> str | None:
     if getattr(dt, "kind", "") in ("T", "O", "U"):
         return None
     return np.dtype(dt).str.lstrip("<|>")
+
+
+def _fits(icf, source: str | None, dtype: str) -> bool:
+    try:
+        _check_fits(icf, source or "", "", dtype)
+    except InvalidInputError:
+        return False
+    return True
 
 
 def _check_fits(icf, source: str, name: str, dtype: str) -> None:
