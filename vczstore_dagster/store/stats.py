@@ -39,11 +39,21 @@ def compute(group):
             keep = active[s0:s1]
             if not keep.any():
                 continue
-            block = np.asarray(gt[v0:v1, s0:s1])[:, keep]
+            block = np.asarray(gt[v0:v1, s0:s1])
+            if not keep.all():
+                block = block[:, keep]
+            # Reductions along one contiguous axis, in int32, and per-ploidy slices instead of
+            # np.all/np.any over the last axis: several times faster on large blocks.
+            flat = block.reshape(block.shape[0], -1)
             for a in range(n_alleles):
-                counts[:, a] += np.sum(block == a, axis=(1, 2))
-            called += np.sum(np.all(block != -1, axis=2), axis=1)
-            with_data += np.sum(np.any(block >= 0, axis=2), axis=1)
+                counts[:, a] += np.add.reduce(flat == a, axis=1, dtype=np.int32)
+            all_called = block[:, :, 0] != -1
+            any_data = block[:, :, 0] >= 0
+            for k in range(1, block.shape[2]):
+                all_called &= block[:, :, k] != -1
+                any_data |= block[:, :, k] >= 0
+            called += np.add.reduce(all_called, axis=1, dtype=np.int32)
+            with_data += np.add.reduce(any_data, axis=1, dtype=np.int32)
         an = counts.sum(axis=1)
         present = schema.strings(group["variant_allele"][v0:v1, 1:]) != ""
         ac = np.where(present, counts[:, 1:], -2)
