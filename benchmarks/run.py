@@ -515,7 +515,7 @@ def machine() -> dict:
                              text=True).stdout.split()[-1]
         rota = subprocess.run(["lsblk", "-ndo", "ROTA,MODEL", dev], capture_output=True,
                               text=True).stdout.strip()
-        kind = {"0": "non-rotational", "1": "rotational"}.get(rota[:1], "")
+        kind = {"0": "non-rotational", "1": "rotational as the VM reports it"}.get(rota[:1], "")
         disk = (f"{dev} ({fs}{', ' + kind if kind else ''}), {usage.total / 1e9:.0f} GB, "
                 f"{usage.free / 1e9:.0f} GB free")
     except Exception:
@@ -540,7 +540,7 @@ def markdown_section(payload: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     sessions = payload["sessions"]
     when = "; ".join(
-        f"{x['started']} ({x['only'] or 'all operations'}; {x['runs']}; "
+        f"{x['started']} on `{x.get('commit', m['commit'])}` ({x['only'] or 'all operations'}; {x['runs']}; "
         f"{x['minutes']:.0f} min; load average {x['load']})" for x in sessions)
     rows = payload["rows"]
     lines = [
@@ -551,7 +551,7 @@ def markdown_section(payload: dict) -> str:
         f"{s['samples_chunk']:,} samples; stores on local disk unless said. One batch is "
         f"{payload['batch_mb']:,.0f} MB on disk, the two-batch store {payload['store_mb']:,.0f} MB.",
         "",
-        f"Measured on commit `{m['commit']}`: {when}.",
+        f"Measured {when}.",
         "",
         markdown_table(rows),
         "",
@@ -589,10 +589,16 @@ baseline. Columns:
 - **process**: the median wall time of the whole process (interpreter start and imports included).
 - **met**: the target checked on the medians (and, where it differs, on the best runs).
 
+Cost: the quick run takes about 5 minutes on a quiet machine (its data, 0.4 GB, about a minute
+to build). The full data take about 30 GB in `benchmarks/.cache/full/` and roughly an hour to build
+the first time (encoding LRR/BAF with bio2zarr's codec is slow, see below); the full run then takes
+about 25 minutes and needs another ~10 GB free for its working copies.
+
 `python -m benchmarks.run [--quick] --only remove,purge` re-measures some rows and merges them
 into the last results (`benchmarks/out/<size>.json`); `--render` only rewrites this page.
-`python -m benchmarks.profile OP JSON` runs one operation under py-spy and prints where its time
-goes (all threads).
+`python -m benchmarks.phases OP JSON` runs one operation of `benchmarks/worker.py` with wall-clock
+timers around the engine's steps; `python -m benchmarks.profile OP JSON` runs it under py-spy
+(not a project dependency) and prints where the CPU time goes in every thread.
 
 Data: msprime (`sim_ancestry` + `sim_mutations`, first N biallelic sites) genotypes with two float32
 FORMAT fields like a genotyping array's: LRR ~ N(0, 0.2) and BAF clustered at 0, 0.5 and 1 by
@@ -695,9 +701,11 @@ def main(argv=None) -> int:
     bench.work.mkdir(parents=True)
     failed = []
 
+    commit = machine()["commit"]
+
     def session() -> dict:
         return {
-            "started": started, "only": args.only or "", "minutes": (time.monotonic() - t0) / 60,
+            "started": started, "commit": commit, "only": args.only or "", "minutes": (time.monotonic() - t0) / 60,
             "runs": f"{bench.runs} runs, {bench.heavy} for column re-encodes"
                     + ("" if bench.forced_runs else f", {size.reencode_all_runs} for re-encode all, "
                f"{size.convert_runs} for conversions"),
