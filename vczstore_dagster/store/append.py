@@ -70,15 +70,17 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
     batch = open_batch(batch_path)
     batch_id = check_batch_id(batch_id or batch.name.removesuffix(".vcz"))
     new_alleles = _new_alleles(batch, allow_new_alleles)
-    report = check_against_group(store.readonly_group(), batch, allow_new_alleles=allow_new_alleles)
-    _refuse_if_bad(report, batch, batch_id, read_ledger(store.readonly_group()))
+    checked_at = store.main_snapshot()  # taken before the read: a later main only means a recheck
+    head = store.readonly_group()
+    report = check_against_group(head, batch, allow_new_alleles=allow_new_alleles)
+    _refuse_if_bad(report, batch, batch_id, read_ledger(head))
     batch_ids = batch.sample_ids()
 
     def operation(group, parent):
         ledger = read_ledger(group)
-        # main may have moved since the first check
-        current = check_against_group(group, batch, allow_new_alleles=allow_new_alleles)
-        _refuse_if_bad(current, batch, batch_id, ledger)
+        if parent is None or parent != checked_at:  # main moved since the check (or no history)
+            current = check_against_group(group, batch, allow_new_alleles=allow_new_alleles)
+            _refuse_if_bad(current, batch, batch_id, ledger)
         work = _Work(samples_before=schema.num_samples(group))
         work.ids_before_digest = _digest(group["sample_id"][...])
         if new_alleles:
