@@ -1,7 +1,8 @@
 # The two commands: `make dev` and `make test`. Both install what they need on a fresh machine.
 SHELL := /bin/bash
 export PYENV_VERSION := 3.12
-PYTHON ?= $(shell command -v python3.12 || command -v python3)
+# Python 3.12: on PATH, else pyenv's install even when its shims are not on PATH.
+PYTHON ?= $(shell command -v python3.12 || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1 | grep . || command -v python3)
 UV := $(PYTHON) -m uv
 VENV := .venv
 export UV_PYTHON := $(PYTHON)
