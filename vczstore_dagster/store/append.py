@@ -267,10 +267,29 @@ def _reencode_column(dst, src, axis, c, n0, n1, offset, work: _Work, bar) -> Non
         if values.shape[2:] != tuple(trailing):
             values = _fit_trailing(values, trailing, dst)
         dst[v0:v1, lo:hi] = _cast(values, dst)
+        release_freed_memory()
         n_trailing_chunks = int(np.prod([-(-t // ch) for t, ch in zip(trailing, dst.chunks[2:], strict=True)] or [1]))
         work.chunks_reencoded += n_trailing_chunks
         if bar is not None:
             bar.update(n_trailing_chunks)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the codec threads back to the OS (glibc keeps it otherwise, and a
+    long re-encode's peak RSS grows with it). A no-op where glibc's malloc_trim is missing."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def _cast(values, dst):
