@@ -386,15 +386,13 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend):
     """Withdraw samples from STORE in one commit: their genotypes become missing values and their
     ids are hidden; a withdrawn id can never be appended again. Run `purge` next so that history
     and releases forget them too."""
+    from vczstore_dagster.store.remove import parse_sample_list, remove_samples
+
     ids = list(sample_ids)
     if from_file is not None:
-        for line in from_file:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                ids.append(line)
+        ids += parse_sample_list(from_file.read())
     if not ids:
         raise click.UsageError("give at least one SAMPLE or --from-file F")
-    from vczstore_dagster.store.remove import remove_samples
 
     settings = _settings(ctx)
     r = remove_samples(_open(ctx, store, storage_options, backend), ids, progress=settings.progress)

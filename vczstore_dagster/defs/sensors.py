@@ -9,11 +9,12 @@ import json
 import dagster as dg
 
 from vczstore_dagster.defs import partitions
-from vczstore_dagster.defs.assets.withdrawals import REQUEST_SUFFIX, parse_request
+from vczstore_dagster.defs.assets.withdrawals import REQUEST_SUFFIX
 from vczstore_dagster.defs.inbox import READY_MARKER, batch_folders, describe_batch
 from vczstore_dagster.defs.jobs import ingest_batch, withdraw_samples
 from vczstore_dagster.defs.partitions import printable, unsafe_key_reason
 from vczstore_dagster.defs.resources import InboxResource, WithdrawalsResource
+from vczstore_dagster.store.remove import parse_sample_list
 
 INTERVAL_SECONDS = 10
 SHOWN = 10
@@ -122,5 +123,5 @@ def withdrawal_sensor(
 
 
 def _names_a_listed_sample(key: str, request: bytes) -> bool:
-    return any(s in key for s in parse_request(request.decode("utf-8", errors="replace")))
+    return any(s in key for s in parse_sample_list(request.decode("utf-8", errors="replace")))
 

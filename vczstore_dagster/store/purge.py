@@ -109,9 +109,9 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None
             root = zarr.open_group(session.store, mode="r+")
             blank_samples(root, hits, progress=progress)
             scrub_attributes(root, removed_ids)
-            if ledger_has_stats(root, tag):
-                write_release_stats(root)
             ledger = read_ledger(root)
+            if ledger.stats_release == tag:
+                write_release_stats(root)
             ledger.withdrawn = sorted(set(ledger.withdrawn) | {salted_hash(salt, s) for s in removed_ids})
             for record in ledger.releases:
                 if record.name == tag:
@@ -130,10 +130,6 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None
         finally:
             repo.delete_branch(wip)
     return Redaction(tag, new_name, snapshot, int(len(hits)))
-
-
-def ledger_has_stats(root, tag) -> bool:
-    return read_ledger(root).stats_release == tag
 
 
 def next_revision(name: str, taken: set[str]) -> str:

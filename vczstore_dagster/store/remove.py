@@ -36,10 +36,10 @@ class RemoveResult:
     seconds: float
 
 
-def read_sample_file(path) -> list[str]:
-    """One sample ID per line; blank lines and lines starting with '#' are ignored."""
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+def parse_sample_list(text: str) -> list[str]:
+    """One sample ID per line; blank lines and ``#`` comments ignored; order kept, repeats dropped."""
+    ids = (line.strip() for line in text.splitlines())
+    return list(dict.fromkeys(s for s in ids if s and not s.startswith("#")))
 
 
 def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult:

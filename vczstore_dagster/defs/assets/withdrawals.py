@@ -15,19 +15,9 @@ from vczstore_dagster.defs.partitions import withdrawals
 from vczstore_dagster.defs.privacy import call_engine
 from vczstore_dagster.defs.resources import VczStoreResource, WithdrawalsResource
 from vczstore_dagster.store.purge import purge
-from vczstore_dagster.store.remove import remove_samples
+from vczstore_dagster.store.remove import parse_sample_list, remove_samples
 
 REQUEST_SUFFIX = ".txt"
-
-
-def parse_request(text: str) -> list[str]:
-    """One sample ID per line; blank lines and ``#`` comments ignored; order kept, repeats dropped."""
-    ids = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            ids.append(line)
-    return list(dict.fromkeys(ids))
 
 
 @dg.asset(
@@ -46,7 +36,7 @@ def sample_withdrawals(
 ) -> dg.MaterializeResult:
     request = context.partition_key
     raw = withdrawals.read_bytes(request + REQUEST_SUFFIX)
-    sample_ids = parse_request(raw.decode("utf-8", errors="replace"))
+    sample_ids = parse_sample_list(raw.decode("utf-8", errors="replace"))
     if not sample_ids:
         raise dg.Failure(f"withdrawal request {request} lists no sample ID")
     started = time.perf_counter()
