@@ -21,7 +21,7 @@ import time
 TARGETS = [
     "vczstore_dagster.store.append:check_against_group",
     "vczstore_dagster.store.append:write_samples",
-    "vczstore_dagster.store.append:_copy_columns",
+    "vczstore_dagster.store.chunkcopy:copy_chunks",
     "vczstore_dagster.store.append:_reencode_column",
     "vczstore_dagster.store.append:read_ledger",
     "vczstore_dagster.store.append:write_ledger",

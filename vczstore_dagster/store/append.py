@@ -10,9 +10,7 @@ block whatever the batch size.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import itertools
 import logging
 import time
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
+from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies, copy_chunks
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
 from vczstore_dagster.store.harmonise import report_of, widen_store
@@ -27,7 +26,6 @@ from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_l
 from vczstore_dagster.store.transaction import commit, pause_for_tests
 
 log = logging.getLogger(__name__)
-COPY_CONCURRENCY = 64
 # INFO fields computed from the samples: they describe only the first batch once others arrive.
 SAMPLE_DERIVED_INFO = ("variant_AC", "variant_AN", "variant_AF", "variant_NS", "variant_DP")
 
@@ -187,9 +185,15 @@ def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk:
     total = sum(_count_units(w, axis, n0, n1) for _, _, w, _, axis, _ in plans)
     bar = _progress(total, progress)
     try:
-        for name, array, writable, source, axis, shape in plans:
-            _fill_array(name, writable, source, axis, n0, n1, batch.sample_offset, work, bar)
-            if not icechunk:
+        copies = []
+        for name, _, writable, source, axis, _ in plans:
+            copies += _fill_array(name, writable, source, axis, n0, n1, batch.sample_offset, work, bar)
+        if copies:  # one pass over every array's chunks keeps the disk busy end to end
+            pause_for_tests("chunks")
+            work.bytes_copied += copy_chunks(copies, bar.update if bar is not None else None)
+            work.chunks_copied += len(copies)
+        if not icechunk:
+            for _, array, _, _, _, shape in plans:
                 array.resize(shape)
     finally:
         if bar is not None:
@@ -223,7 +227,8 @@ def _count_units(array, axis, n0, n1) -> int:
     return cols * other
 
 
-def _fill_array(name, dst, src, axis, n0, n1, offset, work: _Work, bar) -> None:
+def _fill_array(name, dst, src, axis, n0, n1, offset, work: _Work, bar) -> list[ChunkCopy]:
+    """Re-encode the columns that cannot be copied; returns the chunk copies for the others."""
     from vczstore_dagster.store.schema import encoding_signature
 
     s = dst.chunks[axis]
@@ -240,10 +245,8 @@ def _fill_array(name, dst, src, axis, n0, n1, offset, work: _Work, bar) -> None:
             copy_cols.append(c)
         else:
             _reencode_column(dst, src, axis, c, n0, n1, offset, work, bar)
-    if copy_cols:
-        pause_for_tests("chunks")
-        _copy_columns(dst, src, axis, copy_cols, c0, work, bar)
-    log.debug("%s: %d columns copied", name, len(copy_cols))
+    log.debug("%s: %d columns to copy", name, len(copy_cols))
+    return column_copies(dst, src, axis, copy_cols, c0)
 
 
 def _reencode_column(dst, src, axis, c, n0, n1, offset, work: _Work, bar) -> None:
@@ -309,52 +312,3 @@ def _fit_trailing(values, trailing, dst):
     """Pad a smaller trailing dimension with the fill value (never truncates: the check refuses that)."""
     pad = [(0, 0), (0, 0)] + [(0, t - v) for t, v in zip(trailing, values.shape[2:], strict=True)]
     return np.pad(values, pad, constant_values=schema.fill_value_for(dst))
-
-
-def _copy_columns(dst, src, axis, cols, c0, work: _Work, bar) -> None:
-    """Copy encoded chunk bytes of batch columns ``c - c0`` to store columns ``c``."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    grid = [range(-(-size // ch)) for size, ch in zip(dst.shape, dst.chunks, strict=True)]
-    src_grid = [range(-(-size // ch)) for size, ch in zip(src.shape, src.chunks, strict=True)]
-    src_store = src.async_array.store_path
-    dst_store = dst.async_array.store_path
-    pairs = []
-    for c in cols:
-        ranges = list(grid)
-        ranges[axis] = [c]
-        for coords in itertools.product(*ranges):
-            scoords = list(coords)
-            scoords[axis] = c - c0
-            if any(sc >= len(g) for sc, g in zip(scoords, src_grid, strict=True)):
-                continue
-            pairs.append((src.metadata.encode_chunk_key(tuple(scoords)),
-                          dst.metadata.encode_chunk_key(coords)))
-    proto = default_buffer_prototype()
-
-    async def copy_all():
-        sem = asyncio.Semaphore(COPY_CONCURRENCY)
-
-        async def one(skey, dkey):
-            async with sem:
-                buf = await (src_store / skey).get(prototype=proto)
-                if buf is None:
-                    await (dst_store / dkey).delete()
-                    n = 0
-                else:
-                    await (dst_store / dkey).set(buf)
-                    n = len(buf)
-            return n
-
-        tasks = [one(s, d) for s, d in pairs]
-        copied = 0
-        for i in range(0, len(tasks), 4096):
-            sizes = await asyncio.gather(*tasks[i : i + 4096])
-            copied += sum(sizes)
-            if bar is not None:
-                bar.update(len(sizes))
-        return copied
-
-    work.bytes_copied += sync(copy_all())
-    work.chunks_copied += len(pairs)

@@ -10,6 +10,7 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import check_batch_id, open_batch
+from vczstore_dagster.store.chunkcopy import column_copies, copy_chunks
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.ledger import BatchRecord, Ledger, now, write_ledger
 from vczstore_dagster.store.location import (
@@ -177,8 +178,6 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
 
 def copy_group(src, dst, *, progress: bool = False) -> None:
     """Copy a VCZ group: encoded bytes where the encodings agree, else re-encoded block by block."""
-    from vczstore_dagster.store.append import _copy_columns, _Work
-
     dst.attrs.update(dict(src.attrs))
     same_format = src.metadata.zarr_format == dst.metadata.zarr_format
     arrays = list(src.arrays())
@@ -194,9 +193,8 @@ def copy_group(src, dst, *, progress: bool = False) -> None:
         if array.size == 0:
             pass
         elif same_format:
-            axis = 0
             cols = range(-(-array.shape[0] // array.chunks[0]))
-            _copy_columns(new, array, axis, list(cols), 0, _Work(), None)
+            copy_chunks(column_copies(new, array, 0, cols, 0))
         else:
             _copy_blocks(array, new)
         if bar is not None:
