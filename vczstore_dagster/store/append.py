@@ -18,6 +18,7 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
+from vczstore_dagster.store.blocks import Block, column_blocks, run_blocks, trailing_chunks
 from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies, copy_chunks
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
@@ -185,9 +186,13 @@ def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk:
     total = sum(_count_units(w, axis, n0, n1) for _, _, w, _, axis, _ in plans)
     bar = _progress(total, progress)
     try:
-        copies = []
+        blocks, copies = [], []
         for name, _, writable, source, axis, _ in plans:
-            copies += _fill_array(name, writable, source, axis, n0, n1, batch.sample_offset, work, bar)
+            more_blocks, more_copies = _fill_array(name, writable, source, axis, n0, n1,
+                                                   batch.sample_offset)
+            blocks += more_blocks
+            copies += more_copies
+        work.chunks_reencoded += run_blocks(blocks, on_block=bar.update if bar is not None else None)
         if copies:  # one pass over every array's chunks keeps the disk busy end to end
             pause_for_tests("chunks")
             work.bytes_copied += copy_chunks(copies, bar.update if bar is not None else None)
@@ -227,8 +232,8 @@ def _count_units(array, axis, n0, n1) -> int:
     return cols * other
 
 
-def _fill_array(name, dst, src, axis, n0, n1, offset, work: _Work, bar) -> list[ChunkCopy]:
-    """Re-encode the columns that cannot be copied; returns the chunk copies for the others."""
+def _fill_array(name, dst, src, axis, n0, n1, offset) -> tuple[list[Block], list[ChunkCopy]]:
+    """The blocks to re-encode and the chunks to copy that fill samples ``n0:n1`` of ``dst``."""
     from vczstore_dagster.store.schema import encoding_signature
 
     s = dst.chunks[axis]
@@ -239,60 +244,35 @@ def _fill_array(name, dst, src, axis, n0, n1, offset, work: _Work, bar) -> list[
         and encoding_signature(src) == encoding_signature(dst)
     )
     last_col = (n1 - 1) // s
-    copy_cols = []
+    copy_cols, blocks = [], []
     for c in range(c0, last_col + 1):
         if copyable and not (c == c0 and r > 0):
             copy_cols.append(c)
         else:
-            _reencode_column(dst, src, axis, c, n0, n1, offset, work, bar)
-    log.debug("%s: %d columns to copy", name, len(copy_cols))
-    return column_copies(dst, src, axis, copy_cols, c0)
+            blocks += _reencode_blocks(dst, src, axis, c, n0, n1, offset)
+    log.debug("%s: %d columns to copy, %d blocks to re-encode", name, len(copy_cols), len(blocks))
+    return blocks, column_copies(dst, src, axis, copy_cols, c0)
 
 
-def _reencode_column(dst, src, axis, c, n0, n1, offset, work: _Work, bar) -> None:
+def _reencode_blocks(dst, src, axis, c, n0, n1, offset) -> list[Block]:
+    """Store column ``c``'s share of the batch, decoded from ``src`` and encoded into ``dst``."""
     s = dst.chunks[axis]
     lo = max(c * s, n0)
     hi = min((c + 1) * s, n1)
-    src_lo = offset + (lo - n0)
-    src_hi = src_lo + (hi - lo)
-    trailing = dst.shape[axis + 1 :]
-    if axis == 0:
-        values = np.asarray(src[src_lo:src_hi])
-        dst[lo:hi] = _cast(values, dst)
-        work.chunks_reencoded += 1
-        if bar is not None:
-            bar.update(1)
-        return
-    vchunk = dst.chunks[0]
-    for v0 in range(0, dst.shape[0], vchunk):
-        v1 = min(dst.shape[0], v0 + vchunk)
-        values = np.asarray(src[v0:v1, src_lo:src_hi])
-        if values.shape[2:] != tuple(trailing):
+    from_samples = slice(offset + (lo - n0), offset + (hi - n0))
+    trailing = tuple(dst.shape[axis + 1 :])
+
+    def rewrite(samples, variants):
+        if variants is None:
+            dst[samples] = _cast(np.asarray(src[from_samples]), dst)
+            return 1
+        values = np.asarray(src[variants, from_samples])
+        if values.shape[2:] != trailing:
             values = _fit_trailing(values, trailing, dst)
-        dst[v0:v1, lo:hi] = _cast(values, dst)
-        release_freed_memory()
-        n_trailing_chunks = int(np.prod([-(-t // ch) for t, ch in zip(trailing, dst.chunks[2:], strict=True)] or [1]))
-        work.chunks_reencoded += n_trailing_chunks
-        if bar is not None:
-            bar.update(n_trailing_chunks)
+        dst[variants, samples] = _cast(values, dst)
+        return trailing_chunks(dst)
 
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the codec threads back to the OS (glibc keeps it otherwise, and a
-    long re-encode's peak RSS grows with it). A no-op where glibc's malloc_trim is missing."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
+    return column_blocks(dst, axis, lo, hi, rewrite)
 
 
 def _cast(values, dst):

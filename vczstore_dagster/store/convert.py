@@ -17,6 +17,7 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import OFFSET_ATTR
+from vczstore_dagster.store.blocks import column_blocks, run_blocks, trailing_chunks
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.harmonise import ALLELE_DIMS, HarmonisationReport, harmonise_into
 
@@ -258,6 +259,7 @@ def lay_out_with_offset(src_path, dst_path, offset: int) -> None:
     src = zarr.open_group(str(src_path), mode="r")
     dst = zarr.open_group(str(dst_path), mode="w", zarr_format=src.metadata.zarr_format)
     dst.attrs.update({**dict(src.attrs), OFFSET_ATTR: offset})
+    blocks = []
     for name, array in src.arrays():
         axis = schema.sample_axis(array)
         if axis is None:
@@ -265,25 +267,28 @@ def lay_out_with_offset(src_path, dst_path, offset: int) -> None:
             continue
         shape = list(array.shape)
         shape[axis] += offset
-        meta = array.metadata
-        kwargs = dict(name=name, shape=tuple(shape), chunks=array.chunks, dtype=array.dtype,
-                      fill_value=meta.fill_value, attributes=dict(array.attrs))
-        if meta.zarr_format == 3:
-            kwargs.update(serializer=array.serializer, compressors=array.compressors,
-                          filters=array.filters, dimension_names=meta.dimension_names)
-        else:
-            kwargs.update(compressors=array.compressors, filters=array.filters)
-        target = dst.create_array(**kwargs)
-        s = array.chunks[axis]
-        if axis == 0:
-            target[offset:] = array[...]
-            continue
-        vchunk = array.chunks[0]
-        for v0 in range(0, array.shape[0], vchunk):
-            v1 = min(array.shape[0], v0 + vchunk)
-            for j0 in range(0, array.shape[axis], s):
-                j1 = min(array.shape[axis], j0 + s)
-                target[v0:v1, offset + j0 : offset + j1] = array[v0:v1, j0:j1]
+        target = schema.create_like(dst, name, array, shape=shape)
+        blocks += _offset_blocks(array, target, axis, offset)
+    run_blocks(blocks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec"
         zarr.consolidate_metadata(str(dst_path))
+
+
+def _offset_blocks(src, dst, axis, offset) -> list:
+    """Blocks writing every chunk of ``dst`` once: its samples ``j`` are ``src``'s ``j - offset``."""
+    s = dst.chunks[axis]
+    blocks = []
+    for start in range(offset - offset % s, dst.shape[axis], s):
+        lo, hi = max(start, offset), min(start + s, dst.shape[axis])
+        from_samples = slice(lo - offset, hi - offset)
+
+        def rewrite(samples, variants, from_samples=from_samples):
+            if variants is None:
+                dst[samples] = src[from_samples]
+                return 1
+            dst[variants, samples] = src[variants, from_samples]
+            return trailing_chunks(dst)
+
+        blocks += column_blocks(dst, axis, lo, hi, rewrite)
+    return blocks

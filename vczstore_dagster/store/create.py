@@ -122,22 +122,10 @@ def _zero_samples(vcz, tmp, samples_chunk_size):
         if axis is not None:
             shape[axis] = 0
             chunks[axis] = samples_chunk_size or chunks[axis]
-        new = _create_like(out, name, array, tuple(shape), tuple(chunks))
+        new = schema.create_like(out, name, array, shape=shape, chunks=chunks)
         if axis is None:
             _copy_values(array, new)
     return out
-
-
-def _create_like(group, name, array, shape, chunks, dtype=None):
-    meta = array.metadata
-    kwargs = dict(name=name, shape=shape, chunks=chunks, dtype=dtype or array.dtype,
-                  fill_value=meta.fill_value, attributes=dict(array.attrs),
-                  compressors=array.compressors, filters=array.filters)
-    if meta.zarr_format == 3:
-        kwargs["dimension_names"] = meta.dimension_names
-        if dtype is None or np.dtype(dtype) == np.dtype(array.dtype):
-            kwargs["serializer"] = array.serializer  # a new dtype needs its own (endianness)
-    return group.create_array(**kwargs)
 
 
 def _copy_values(src, dst) -> None:

@@ -24,6 +24,7 @@ Everything works block by block (one store variant chunk × one sample chunk), n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import pathlib
 import shutil
@@ -33,6 +34,7 @@ import warnings
 import numpy as np
 
 from vczstore_dagster.store import schema
+from vczstore_dagster.store.blocks import run_blocks
 from vczstore_dagster.store.errors import InvalidInputError
 
 HARMONISATION_ATTR = "vczstore_harmonisation"
@@ -703,12 +705,6 @@ def _consolidate(path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-def _create_like(group, name, template, shape):
-    from vczstore_dagster.store.create import _create_like as create_like
-
-    return create_like(group, name, template, tuple(shape), template.chunks)
-
-
 def _widened_shape(array, widths: dict) -> list[int]:
     return [max(widths.get(d, size), size) if d in ALLELE_DIMS else size
             for d, size in zip(schema.dims(array), array.shape, strict=True)]
@@ -720,7 +716,7 @@ def _write_variant_arrays(store, out, report: HarmonisationReport) -> None:
         if schema.sample_axis(array) is not None:
             continue
         shape = _widened_shape(array, report.widths)
-        new = _create_like(out, name, array, shape)
+        new = schema.create_like(out, name, array, shape=shape)
         if array.ndim == 0:
             new[...] = array[...]
             continue
@@ -742,20 +738,28 @@ def _write_sample_arrays(store, src, out, report, offset: int) -> None:
         if name in src:
             shape = _widened_shape(template, report.widths)
             shape[schema.sample_axis(template)] = offset + ns
-            targets[name] = _create_like(out, name, template, shape)
+            targets[name] = schema.create_like(out, name, template, shape=shape)
     targets["sample_id"][offset:] = src["sample_id"][...]
     del targets["sample_id"]
     s_chunk = schema.samples_chunk_size(store)
-    for v0, v1, plans in _plans_by_chunk(store, src, HarmonisationReport()):
-        needed = sorted({s.index for p in plans for s in p.sources}
-                        | {p.ploidy_ref for p in plans if p.ploidy_ref >= 0})
-        sites = _site_names(store, v0, v1)
-        for c0 in range(0, offset + ns, s_chunk):
-            lo, hi = max(c0, offset), min(c0 + s_chunk, offset + ns)
-            if lo < hi:
-                block = _Block(src, plans, needed, lo - offset, hi - offset, sites)
-                for name, target in targets.items():
-                    target[v0:v1, lo:hi] = block.values(name, target)
+
+    def write(v0, v1, block, lo, hi) -> int:
+        for name, target in targets.items():
+            target[v0:v1, lo:hi] = block.values(name, target)
+        return len(targets)
+
+    def blocks():
+        for v0, v1, plans in _plans_by_chunk(store, src, HarmonisationReport()):
+            needed = sorted({s.index for p in plans for s in p.sources}
+                            | {p.ploidy_ref for p in plans if p.ploidy_ref >= 0})
+            sites = _site_names(store, v0, v1)
+            for c0 in range(0, offset + ns, s_chunk):
+                lo, hi = max(c0, offset), min(c0 + s_chunk, offset + ns)
+                if lo < hi:
+                    block = _Block(src, plans, needed, lo - offset, hi - offset, sites)
+                    yield functools.partial(write, v0, v1, block, lo, hi)
+
+    run_blocks(blocks())
 
 
 def _site_names(store, v0, v1) -> list[str]:

@@ -10,6 +10,7 @@ registry as salted hashes, and header lines that mention them are scrubbed from 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
+from vczstore_dagster.store.blocks import column_blocks, run_blocks, trailing_chunks
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.ledger import read_ledger, write_ledger
 from vczstore_dagster.store.transaction import commit
@@ -99,46 +101,37 @@ def blank_samples(group, indexes: np.ndarray, *, progress: bool = False) -> tupl
     """Overwrite the samples at ``indexes`` with missing values, one pass per touched column."""
     s = schema.samples_chunk_size(group)
     columns = np.unique(indexes // s)
-    arrays = schema.sample_arrays(group)
+    blocks = []
+    for name, array in schema.sample_arrays(group).items():
+        axis = schema.sample_axis(array)
+        for c in columns:
+            lo, hi = c * s, min((c + 1) * s, array.shape[axis])
+            local = indexes[(indexes >= lo) & (indexes < hi)] - lo
+            blocks += column_blocks(array, axis, lo, hi,
+                                    functools.partial(_blank, array, local, _removed_value(name, array)))
     bar = None
     if progress:
         from tqdm import tqdm
 
-        total = sum(len(columns) * -(-a.shape[0] // a.chunks[0]) if schema.sample_axis(a) else len(columns)
-                    for a in arrays.values())
-        bar = tqdm(total=total, unit="block", desc="remove")
-    chunks = 0
+        bar = tqdm(total=len(blocks), unit="block", desc="remove")
     try:
-        for name, array in arrays.items():
-            axis = schema.sample_axis(array)
-            value = _removed_value(name, array)
-            for c in columns:
-                lo, hi = c * s, min((c + 1) * s, array.shape[axis])
-                local = indexes[(indexes >= lo) & (indexes < hi)] - lo
-                if axis == 0:
-                    block = np.asarray(array[lo:hi])
-                    block[local] = value
-                    array[lo:hi] = block
-                    chunks += 1
-                    _tick(bar)
-                    continue
-                for v0 in range(0, array.shape[0], array.chunks[0]):
-                    v1 = min(array.shape[0], v0 + array.chunks[0])
-                    block = np.asarray(array[v0:v1, lo:hi])
-                    block[:, local] = value
-                    array[v0:v1, lo:hi] = block
-                    chunks += int(np.prod([-(-n // ch) for n, ch in
-                                           zip(array.shape[2:], array.chunks[2:], strict=True)] or [1]))
-                    _tick(bar)
+        chunks = run_blocks(blocks, on_block=(lambda _: bar.update(1)) if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     return len(columns), chunks
 
 
-def _tick(bar):
-    if bar is not None:
-        bar.update(1)
+def _blank(array, local, value, samples, variants) -> int:
+    if variants is None:
+        block = np.asarray(array[samples])
+        block[local] = value
+        array[samples] = block
+        return 1
+    block = np.asarray(array[variants, samples])
+    block[:, local] = value
+    array[variants, samples] = block
+    return trailing_chunks(array)
 
 
 def _removed_value(name, array):

@@ -148,3 +148,17 @@ def strings(values) -> np.ndarray:
     if a.size:
         a = np.where(a == None, "", a)  # noqa: E711
     return a.astype(str)
+
+
+def create_like(group, name, array, *, shape=None, chunks=None, dtype=None):
+    """A new array in ``group`` with ``array``'s encoding, fill value and attributes (same Zarr
+    format); ``shape``, ``chunks`` and ``dtype`` default to ``array``'s."""
+    meta = array.metadata
+    kwargs = dict(name=name, shape=tuple(shape or array.shape), chunks=tuple(chunks or array.chunks),
+                  dtype=dtype or array.dtype, fill_value=meta.fill_value,
+                  attributes=dict(array.attrs), compressors=array.compressors, filters=array.filters)
+    if meta.zarr_format == 3:
+        kwargs["dimension_names"] = meta.dimension_names
+        if dtype is None or np.dtype(dtype) == np.dtype(array.dtype):
+            kwargs["serializer"] = array.serializer  # a new dtype needs its own (endianness)
+    return group.create_array(**kwargs)

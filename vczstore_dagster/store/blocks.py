@@ -1,0 +1,91 @@
+"""Rewrite arrays one block at a time, on every core, with memory bounded by the blocks in flight.
+
+A block is one variant chunk × one sample-chunk column of one array (all its trailing chunks):
+a read, a change in memory and a write of whole chunks, so two blocks never touch the same chunk
+and can run side by side. Decoding and encoding (blosc, zstd) release the GIL, so each worker
+keeps a core busy; a block of a float field is tens of MB, so at most ``workers`` of them are held.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+Block = Callable[[], int]  # rewrites one block; returns the number of chunks it wrote
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def column_blocks(array, axis: int, lo: int, hi: int,
+                  rewrite: Callable[[slice, slice | None], int]) -> list[Block]:
+    """The blocks of samples ``lo:hi`` (within one sample-chunk column) of ``array``:
+    ``rewrite(samples, variants)`` for each variant chunk (``variants`` is None for 1-d arrays)."""
+    samples = slice(lo, hi)
+    if axis == 0:
+        return [functools.partial(rewrite, samples, None)]
+    n, step = array.shape[0], array.chunks[0]
+    return [functools.partial(rewrite, samples, slice(v0, min(n, v0 + step))) for v0 in range(0, n, step)]
+
+
+def trailing_chunks(array) -> int:
+    """Chunks per (variant chunk, sample chunk) position: one per chunk of the trailing dims."""
+    n = 1
+    for size, chunk in zip(array.shape[2:], array.chunks[2:], strict=True):
+        n *= -(-size // chunk)
+    return n
+
+
+def run_blocks(blocks: Iterable[Block], *, on_block: Callable[[int], None] | None = None,
+               workers: int | None = None) -> int:
+    """Run every block, ``workers`` at a time (default: one per core); returns the chunks written.
+    The first failure stops the rest and is raised."""
+    workers = workers or default_workers()
+    written = 0
+
+    def done(future):
+        nonlocal written
+        n = future.result()
+        release_freed_memory()
+        written += n
+        if on_block is not None:
+            on_block(n)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="vczstore-block") as pool:
+        pending = set()
+        try:
+            for block in blocks:
+                if len(pending) >= workers:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        done(f)
+                pending.add(pool.submit(block))
+            for f in list(pending):
+                pending.discard(f)
+                done(f)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    return written
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the codec threads back to the OS (glibc keeps it otherwise, and a
+    long rewrite's peak RSS grows with it). A no-op where glibc's malloc_trim is missing."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
