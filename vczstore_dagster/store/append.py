@@ -18,7 +18,13 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
-from vczstore_dagster.store.blocks import Block, column_blocks, run_blocks, trailing_chunks
+from vczstore_dagster.store.blocks import (
+    Block,
+    column_blocks,
+    read_by_source_chunk,
+    run_blocks,
+    trailing_chunks,
+)
 from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies, copy_chunks
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
@@ -266,7 +272,7 @@ def _reencode_blocks(dst, src, axis, c, n0, n1, offset) -> list[Block]:
         if variants is None:
             dst[samples] = _cast(np.asarray(src[from_samples]), dst)
             return 1
-        values = np.asarray(src[variants, from_samples])
+        values = read_by_source_chunk(src, variants, from_samples)
         if values.shape[2:] != trailing:
             values = _fit_trailing(values, trailing, dst)
         dst[variants, samples] = _cast(values, dst)

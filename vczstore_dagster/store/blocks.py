@@ -13,10 +13,19 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+from vczstore_dagster.store.errors import InvalidInputError
+
 Block = Callable[[], int]  # rewrites one block; returns the number of chunks it wrote
 
 
 def default_workers() -> int:
+    """``VCZSTORE_WORKERS`` when set (to share a machine), else one per core this process may use."""
+    setting = os.environ.get("VCZSTORE_WORKERS", "").strip()
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise InvalidInputError(f"VCZSTORE_WORKERS={setting!r}: expected a whole number") from None
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -89,3 +98,19 @@ def release_freed_memory() -> None:
 
 
 _malloc_trim = None
+
+
+def read_by_source_chunk(array, variants: slice, samples: slice):
+    """``array[variants, samples]``, decoding one of ``array``'s sample chunks at a time: a block
+    that spans several source chunks then holds one of them decoded, not all."""
+    import numpy as np
+
+    step = array.chunks[1]
+    out = np.empty((variants.stop - variants.start, samples.stop - samples.start, *array.shape[2:]),
+                   dtype=array.dtype)
+    a = samples.start
+    while a < samples.stop:
+        b = min(samples.stop, (a // step + 1) * step)
+        out[:, a - samples.start : b - samples.start] = array[variants, a:b]
+        a = b
+    return out

@@ -64,6 +64,15 @@ def test_icechunk_local_aligned(make_store, vcf_batch, tmp_path):
         assert r.chunks_copied > 0 and r.bytes_copied > 0, r
 
 
+def test_unaligned_append_on_one_worker_reads_the_same(make_store, vcf_batch, tmp_path, monkeypatch):
+    """VCZSTORE_WORKERS=1 (an operator sharing a machine) re-encodes the partial column serially."""
+    monkeypatch.setenv("VCZSTORE_WORKERS", "1")
+    sizes = [10, 13]
+    store, _, vcfs, results = build_and_append(make_store, vcf_batch, tmp_path, "icechunk", sizes)
+    helpers.assert_matches_bcftools(store, vcfs)
+    assert results[0].chunks_reencoded > 0
+
+
 def test_icechunk_local_unaligned_several_sizes(make_store, vcf_batch, tmp_path):
     from vczstore_dagster.store import write_vcf
 
