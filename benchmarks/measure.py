@@ -69,9 +69,30 @@ def worker(op: str, **kwargs) -> list[str]:
     return [sys.executable, "-m", "benchmarks.worker", op, json.dumps(kwargs, default=str)]
 
 
-def sync_disk() -> None:
-    """Flush dirty pages (the copies made for a run) so that they do not slow the timed part."""
+def sync_disk(*, quiet_for: float = 1.0, at_most: float = 30.0) -> None:
+    """Flush dirty pages (the copies made for a run), then wait until the disks have written
+    nothing for ``quiet_for`` seconds (journal commits, deferred frees of the last run's deleted
+    copies), at most ``at_most`` seconds: a timed run then starts on a quiet disk."""
     os.sync()
+    deadline = time.monotonic() + at_most
+    last, quiet_since = _sectors_written(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = _sectors_written()
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_for:
+            return
+
+
+def _sectors_written() -> int:
+    """Sectors written so far by every whole disk (``/proc/diskstats``; 0 where it is missing)."""
+    try:
+        lines = pathlib.Path("/proc/diskstats").read_text().splitlines()
+        disks = {d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram"))}
+    except OSError:
+        return 0
+    return sum(int(f[9]) for f in map(str.split, lines) if len(f) > 9 and f[2] in disks)
 
 
 def fresh_copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:

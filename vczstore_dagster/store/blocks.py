@@ -104,13 +104,16 @@ def read_by_source_chunk(array, variants: slice, samples: slice):
     """``array[variants, samples]``, decoding one of ``array``'s sample chunks at a time: a block
     that spans several source chunks then holds one of them decoded, not all."""
     import numpy as np
+    from zarr.core.buffer import default_buffer_prototype
 
+    nd_buffer = default_buffer_prototype().nd_buffer
     step = array.chunks[1]
     out = np.empty((variants.stop - variants.start, samples.stop - samples.start, *array.shape[2:]),
                    dtype=array.dtype)
     a = samples.start
     while a < samples.stop:
         b = min(samples.stop, (a // step + 1) * step)
-        out[:, a - samples.start : b - samples.start] = array[variants, a:b]
+        part = out[:, a - samples.start : b - samples.start]  # decoded straight into place
+        array.get_basic_selection((variants, slice(a, b)), out=nd_buffer.from_numpy_array(part))
         a = b
     return out

@@ -284,7 +284,14 @@ class Store:
                 ) from exc
             except FileNotFoundError as exc:
                 raise StoreNotFoundError(f"{self.url}: the store's root metadata is missing") from exc
-        return zarr.open_group(self.readonly_session(at).store, mode="r")
+        try:
+            return zarr.open_group(self.readonly_session(at).store, mode="r")
+        except zarr.errors.GroupNotFoundError as exc:  # the repository's empty first snapshot
+            raise StoreNotFoundError(
+                f"{self.url}: the Icechunk repository holds no store at {at or 'main'} yet: an init "
+                "is still writing it, or stopped before its first commit (then delete the "
+                "repository and run init again)"
+            ) from exc
 
     def readonly_session(self, at: str | None = None):
         import icechunk

@@ -60,6 +60,24 @@ def test_directory_that_is_not_a_store(tmp_path, vcf_batch, kind):
     helpers.assert_unchanged(before, helpers.tree_digest(path), "directory")
 
 
+def test_icechunk_repository_before_its_first_commit(tmp_path):
+    """What readers (a sensor, `vczstore info`) see while an init is still writing, or after an
+    init stopped before its commit: a clear error, not zarr's "No group found"."""
+    import icechunk
+
+    from vczstore_dagster.store import StoreNotFoundError, open_store, store_info
+
+    path = tmp_path / "store"
+    icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+    before = helpers.tree_digest(path)
+    with pytest.raises(StoreNotFoundError, match="holds no store at main yet") as err:
+        store_info(open_store(str(path)))
+    assert str(path) in str(err.value)
+    proc = helpers.run([helpers.venv_tool("vczstore"), "info", str(path)], check=False)
+    assert proc.returncode != 0 and "holds no store at main yet" in proc.stderr
+    assert helpers.tree_digest(path) == before
+
+
 def test_plain_zarr_store_with_corrupt_zarr_json(make_store, vcf_batch, tmp_path):
     from vczstore_dagster.store import VczStoreError, open_store, store_info
 
