@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import fcntl
 import json
 import os
 import pathlib
@@ -696,6 +697,14 @@ def main(argv=None) -> int:
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     t0 = time.monotonic()
     ds = Dataset(size)
+    ds.dir.mkdir(parents=True, exist_ok=True)
+    running = open(ds.dir / ".run.lock", "a")  # noqa: SIM115 (held until the process exits)
+    try:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"another benchmark run is using {ds.dir} (its scratch folder would be deleted "
+            "under it): wait for it to finish")
+        return 2
     log(f"data: {size.name} size ({2 * size.samples_per_batch} samples × {size.num_variants} "
         f"variants) in {ds.dir}")
     load_start = os.getloadavg()
