@@ -256,10 +256,15 @@ def cli(ctx: click.Context, progress: bool | None, verbose: int) -> None:
 @click.option("--samples-chunk-size", type=click.IntRange(min=1), default=None,
               help="Sample chunk size (--variants; with --from it must match the VCZ's).")
 @click.option("--batch-id", default=None, help="Id of the first batch (default: the VCZ's name).")
+@click.option("--float-compression", default=None, metavar="CNAME:LEVEL[:SHUFFLE]",
+              help="Re-encode float FORMAT fields (LRR, BAF...) with this blosc codec, e.g. zstd:1, "
+                   "instead of keeping the source's (bio2zarr: zstd:7). Every later re-encode "
+                   "(appends onto a partial sample column, removals, redactions) follows it; "
+                   "see docs/benchmarks.md for speed against size.")
 @storage_option
 @click.pass_context
 def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_size, batch_id,
-         storage_options):
+         float_compression, storage_options):
     """Create a new store at STORE, from a VCZ (--from) or a variants-only source (--variants)."""
     if (from_vcz is None) == (not variants):
         raise click.UsageError("give exactly one of --from VCZ or --variants VCZ_OR_VCF")
@@ -272,7 +277,8 @@ def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_siz
     result = init_store(store, from_vcz=from_vcz, variants=list(variants) or None,
                         storage_options=storage_options or None, backend=backend,
                         zarr_format=int(zarr_format), samples_chunk_size=samples_chunk_size,
-                        batch_id=batch_id, progress=settings.progress)
+                        batch_id=batch_id, float_compression=float_compression,
+                        progress=settings.progress)
     what = f" (batch {result.batch_id})" if result.batch_id else ""
     click.echo(f"created {result.backend} store {result.url}: {result.num_samples} samples{what}, "
                f"{result.num_variants} variants")

@@ -43,6 +43,7 @@ class VczStoreResource(dg.ConfigurableResource):
 
     url: str
     backend: str | None = None
+    float_compression: str | None = None  # blosc CNAME:LEVEL[:SHUFFLE] for float fields, at creation
     s3: S3Options = S3Options()
 
     def storage_options(self) -> dict | None:
@@ -167,6 +168,7 @@ def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
         "store": VczStoreResource(
             url=_setting("VCZSTORE_URL", str(data / "store")),
             backend=os.environ.get("VCZSTORE_BACKEND") or None,
+            float_compression=os.environ.get("VCZSTORE_FLOAT_COMPRESSION") or None,
             s3=s3,
         ),
         "inbox": InboxResource(url=_setting("VCZSTORE_INBOX", str(data / "inbox")), s3=s3),

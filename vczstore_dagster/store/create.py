@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pathlib
 import tempfile
 
@@ -10,6 +11,12 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import check_batch_id, open_batch
+from vczstore_dagster.store.blocks import (
+    column_blocks,
+    read_by_source_chunk,
+    run_blocks,
+    trailing_chunks,
+)
 from vczstore_dagster.store.chunkcopy import column_copies, copy_chunks
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.ledger import BatchRecord, Ledger, now, write_ledger
@@ -36,8 +43,11 @@ class InitResult:
 
 def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backend: str = "icechunk",
                zarr_format: int = 3, samples_chunk_size: int | None = None, batch_id: str | None = None,
-               progress: bool = False) -> InitResult:
-    """Create a new store at ``url`` (it must not exist yet)."""
+               float_compression: str | None = None, progress: bool = False) -> InitResult:
+    """Create a new store at ``url`` (it must not exist yet). ``float_compression``
+    (``CNAME:LEVEL[:SHUFFLE]``, blosc) re-encodes the float ``call_*`` fields instead of keeping
+    the source's codec; batches converted ``--like`` the store follow it."""
+    float_codec = parse_float_compression(float_compression) if float_compression is not None else None
     if (from_vcz is None) == (not variants):
         raise InvalidInputError("init needs exactly one of --from VCZ or --variants SOURCE")
     if backend not in BACKENDS:
@@ -71,7 +81,7 @@ def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backe
         if batch_id is not None:
             ledger.batches.append(BatchRecord(batch_id, 0, n, now(), None))
         snapshot = _write_new_store(location, backend, zarr_format, group, ledger, progress,
-                                    message=f"init: {n} samples, {schema.num_variants(group)} variants"
+                                    float_codec=float_codec, message=f"init: {n} samples, {schema.num_variants(group)} variants"
                                     + (f" (batch {batch_id})" if batch_id else ""),
                                     batch_id=batch_id)
         num_variants = schema.num_variants(group)
@@ -136,7 +146,8 @@ def _copy_values(src, dst) -> None:
         dst[i : i + step] = src[i : i + step]
 
 
-def _write_new_store(location, backend, zarr_format, source, ledger, progress, message, batch_id):
+def _write_new_store(location, backend, zarr_format, source, ledger, progress, message, batch_id,
+                     float_codec=None):
     import icechunk
     import zarr
 
@@ -148,7 +159,7 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
         with location.write_lock():
             session = repo.writable_session("main")
             root = zarr.open_group(session.store, mode="w", zarr_format=3)
-            copy_group(source, root, progress=progress)
+            copy_group(source, root, progress=progress, float_codec=float_codec)
             write_ledger(root, ledger)
             meta = {"operation": "init", "num_samples": ledger.batches[0].num_samples if ledger.batches else 0}
             if batch_id:
@@ -158,14 +169,15 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
         return snapshot
     zstore = location.zarr_store(read_only=False)
     root = zarr.open_group(zstore, mode="w", zarr_format=zarr_format)
-    copy_group(source, root, progress=progress)
+    copy_group(source, root, progress=progress, float_codec=float_codec)
     write_ledger(root, ledger)
     zarr.consolidate_metadata(zstore)
     return None
 
 
-def copy_group(src, dst, *, progress: bool = False) -> None:
-    """Copy a VCZ group: encoded bytes where the encodings agree, else re-encoded block by block."""
+def copy_group(src, dst, *, progress: bool = False, float_codec: FloatCodec | None = None) -> None:
+    """Copy a VCZ group: encoded bytes where the encodings agree, else re-encoded block by block
+    (float ``call_*`` fields too, when ``float_codec`` is given)."""
     dst.attrs.update(dict(src.attrs))
     same_format = src.metadata.zarr_format == dst.metadata.zarr_format
     arrays = list(src.arrays())
@@ -177,10 +189,12 @@ def copy_group(src, dst, *, progress: bool = False) -> None:
     for name, array in arrays:
         if name == "region_index" and not same_format:
             continue
-        new = _create_like_converted(dst, name, array)
+        recode = float_codec is not None and name.startswith("call_") and array.dtype.kind == "f"
+        compressors = float_codec.compressor(array, dst.metadata.zarr_format) if recode else None
+        new = _create_like_converted(dst, name, array, compressors=compressors)
         if array.size == 0:
             pass
-        elif same_format:
+        elif same_format and not recode:
             cols = range(-(-array.shape[0] // array.chunks[0]))
             copy_chunks(column_copies(new, array, 0, cols, 0))
         else:
@@ -191,8 +205,44 @@ def copy_group(src, dst, *, progress: bool = False) -> None:
         bar.close()
 
 
-def _create_like_converted(group, name, array):
-    """An array like ``array`` in the group's Zarr format (v2 encodings translated to v3)."""
+@dataclasses.dataclass(frozen=True)
+class FloatCodec:
+    """A blosc compressor for float FORMAT fields (``zstd:1``, ``zstd:3:bitshuffle``...)."""
+
+    cname: str
+    clevel: int
+    shuffle: str = "shuffle"
+
+    def compressor(self, array, zarr_format: int):
+        if zarr_format == 3:
+            from zarr.codecs import BloscCodec
+
+            return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle,
+                              typesize=array.dtype.itemsize)
+        from numcodecs import Blosc
+
+        return Blosc(cname=self.cname, clevel=self.clevel, shuffle=SHUFFLES.index(self.shuffle))
+
+
+BLOSC_CNAMES = ("zstd", "lz4", "lz4hc", "blosclz", "zlib")
+SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")  # in numcodecs' order (0, 1, 2)
+
+
+def parse_float_compression(spec: str) -> FloatCodec:
+    parts = spec.strip().split(":")
+    ok = (2 <= len(parts) <= 3 and parts[0] in BLOSC_CNAMES and parts[1].isdigit()
+          and 0 <= int(parts[1]) <= 9 and (len(parts) == 2 or parts[2] in SHUFFLES))
+    if not ok:
+        raise InvalidInputError(
+            f"float compression {spec!r}: expected CNAME:LEVEL[:SHUFFLE] with CNAME one of "
+            f"{', '.join(BLOSC_CNAMES)}, LEVEL 0-9 and SHUFFLE one of {', '.join(SHUFFLES)} "
+            "(for example zstd:1 or zstd:3:bitshuffle)")
+    return FloatCodec(parts[0], int(parts[1]), *parts[2:])
+
+
+def _create_like_converted(group, name, array, *, compressors=None):
+    """An array like ``array`` in the group's Zarr format (v2 encodings translated to v3), with
+    ``compressors`` instead of its own when given."""
     meta = array.metadata
     fill = meta.fill_value
     if fill is None:
@@ -200,7 +250,7 @@ def _create_like_converted(group, name, array):
     kwargs = dict(name=name, shape=array.shape, chunks=array.chunks, dtype=array.dtype,
                   fill_value=fill, attributes={k: v for k, v in array.attrs.items()
                                                 if k != "_ARRAY_DIMENSIONS"},
-                  compressors=array.compressors)
+                  compressors=compressors if compressors is not None else array.compressors)
     if group.metadata.zarr_format == 3:
         kwargs["dimension_names"] = schema.dims(array) or None
         if meta.zarr_format == 3:
@@ -223,8 +273,16 @@ def _default_fill(array):
 
 
 def _copy_blocks(src, dst) -> None:
-    if src.ndim == 1:
+    """Re-encode ``src`` into ``dst`` (same shape and chunks): sample arrays one block (variant
+    chunk × sample chunk) per core, the small variant arrays a few chunks at a time."""
+    if schema.sample_axis(src) != 1:
         _copy_values(src, dst)
         return
-    for i in range(0, src.shape[0], src.chunks[0]):
-        dst[i : i + src.chunks[0]] = src[i : i + src.chunks[0]]
+
+    def rewrite(samples, variants):
+        dst[variants, samples] = read_by_source_chunk(src, variants, samples)
+        return trailing_chunks(dst)
+
+    s = dst.chunks[1]
+    run_blocks(itertools.chain.from_iterable(
+        column_blocks(dst, 1, lo, min(lo + s, dst.shape[1]), rewrite) for lo in range(0, dst.shape[1], s)))

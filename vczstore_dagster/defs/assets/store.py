@@ -41,6 +41,7 @@ def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: f
         storage_options=store.storage_options(),
         backend=store.backend or "icechunk",
         batch_id=batch_id,
+        float_compression=store.float_compression,
         sample_ids=sample_ids,
     )
     info = call_engine("reading the new store", store_info, store.open(), sample_ids=sample_ids)
