@@ -32,6 +32,7 @@ LRR_SD = 0.2
 BAF_SD = {0: 0.03, 1: 0.05, 2: 0.03}
 # The "re-encode everything" batch comes from another tool: another sample chunking and codec.
 FOREIGN_CODEC = {"cname": "lz4", "clevel": 5}
+FAST_FLOAT_CODEC = "zstd:1"  # ``init --float-compression``: the cheaper float codec's rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Dataset:
         self.store_b1 = self.dir / "store-b1"  # Icechunk store initialised from batch 1
         self.store_b12 = self.dir / "store-b12"  # ... with batch 2 appended
         self.store_unaligned = self.dir / "store-unaligned"  # batch 1 less a few samples
+        # The same with FAST_FLOAT_CODEC for the float fields (stores made with --float-compression)
+        self.fast = {name: self.dir / f"{name}-{FAST_FLOAT_CODEC.replace(':', '')}" for name in
+                     ("store-b1", "store-unaligned", "batch2.vcz", "batch2-offset.vcz")}
         self.store_purge = self.dir / "store-purge"  # b12, release tagged, then 1 sample removed
         self.meta = self.dir / "dataset.json"
 
@@ -124,6 +128,14 @@ class Dataset:
             "store_b12": (self.store_b12, self._build_b12, ["store_b1", "batch2"]),
             "store_unaligned": (self.store_unaligned, self._build_unaligned, ["batch1"]),
             "store_purge": (self.store_purge, self._build_purge_store, ["store_b12"]),
+            "store_b1_fast": (self.fast["store-b1"], lambda out: _engine_init(
+                out, self.batch1, FAST_FLOAT_CODEC), ["batch1"]),
+            "store_unaligned_fast": (self.fast["store-unaligned"], lambda out: self._build_unaligned(
+                out, FAST_FLOAT_CODEC), ["batch1"]),
+            "batch2_fast": (self.fast["batch2.vcz"], lambda out: _recode_floats(
+                self.batch2, out, FAST_FLOAT_CODEC), ["batch2"]),
+            "batch2_offset_fast": (self.fast["batch2-offset.vcz"], lambda out: _recode_floats(
+                self.batch2_offset, out, FAST_FLOAT_CODEC), ["batch2_offset"]),
         }
 
     @property
@@ -288,14 +300,14 @@ class Dataset:
         shutil.copytree(self.store_b1, out)
         _run_engine("append", out, self.batch2)
 
-    def _build_unaligned(self, out: pathlib.Path) -> None:
+    def _build_unaligned(self, out: pathlib.Path, float_compression: str | None = None) -> None:
         """A store of batch 1 less ``unaligned_short`` samples: its last chunk column is partial."""
         short = self.dir / "batch1-short.vcz"
         if short.exists():
             shutil.rmtree(short)
         trim_batch(self.batch1, short, self.size.samples_per_batch - self.size.unaligned_short)
         try:
-            _engine_init(out, short)
+            _engine_init(out, short, float_compression)
         finally:
             shutil.rmtree(short)
 
@@ -409,14 +421,33 @@ def trim_batch(src: pathlib.Path, out: pathlib.Path, n: int) -> None:
         zarr.consolidate_metadata(str(out))
 
 
-def _engine_init(out: pathlib.Path, batch: pathlib.Path) -> None:
-    _run_engine("init", out, batch)
+def _engine_init(out: pathlib.Path, batch: pathlib.Path, float_compression: str | None = None) -> None:
+    if float_compression:
+        _run_engine("init_float", out, f"{batch}|{float_compression}")
+    else:
+        _run_engine("init", out, batch)
+
+
+def _recode_floats(src: pathlib.Path, out: pathlib.Path, float_compression: str) -> None:
+    """A batch whose float fields use ``float_compression``, as ``convert --like`` makes for a
+    store created with it (the engine's own copy, block by block)."""
+    import zarr
+
+    from vczstore_dagster.store.create import copy_group, parse_float_compression
+
+    dst = zarr.open_group(str(out), mode="w", zarr_format=3)
+    copy_group(zarr.open_group(str(src), mode="r"), dst, float_codec=parse_float_compression(float_compression))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(out))
 
 
 def _run_engine(op: str, store: pathlib.Path, arg) -> None:
     """Run a setup step through the engine in a subprocess (same code paths as the benchmarks)."""
     code = {
         "init": "from vczstore_dagster.store import init_store as f; f(s, from_vcz=a)",
+        "init_float": "from vczstore_dagster.store import init_store as f; b, c = a.split('|'); "
+                      "f(s, from_vcz=b, float_compression=c)",
         "append": "from vczstore_dagster.store import open_store, append_batch; "
                   "append_batch(open_store(s), a)",
         "tag": "from vczstore_dagster.store import open_store, tag_release; "

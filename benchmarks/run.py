@@ -224,6 +224,30 @@ class Bench:
             row.check = lambda op, base, rss: op <= 1.5 * base
         self.rows.append(row)
 
+    def bench_append_float_codec(self):
+        """The unaligned append onto a store created with ``--float-compression``, against the
+        aligned append onto the same kind of store, interleaved."""
+        codec = data.FAST_FLOAT_CODEC
+        n0 = self.size.samples_per_batch - self.size.unaligned_short
+        row = Row(f"append, unaligned ({n0} samples), float fields {codec}", Series(),
+                  f"aligned append, float fields {codec}", Series(), target="≤ 1.5× aligned append")
+        self.need("store_b1_fast", "store_unaligned_fast", "batch2_fast", "batch2_offset_fast")
+        fast = self.ds.fast
+        aligned, aligned_setup = self.store_copy(fast["store-b1"])
+        unaligned, unaligned_setup = self.store_copy(fast["store-unaligned"])
+        for i in range(self.runs):
+            self.measure(f"aligned append ({codec})", row.baseline,
+                         worker("append", store=aligned, batch=fast["batch2.vcz"]),
+                         setup=aligned_setup, cleanup=[aligned], run=i)
+            m = self.measure(f"unaligned append ({codec})", row.op,
+                             worker("append", store=unaligned, batch=fast["batch2-offset.vcz"]),
+                             setup=unaligned_setup, cleanup=[unaligned], run=i)
+            row.info = m.info
+        row.check = lambda op, base, rss: op <= 1.5 * base
+        row.note = (f"stores made with `init --float-compression {codec}` (bio2zarr's float codec is "
+                    "zstd:7); batches re-encoded to it as `convert --like` makes them")
+        self.rows.append(row)
+
     def bench_append_reencode(self):
         s = self.size
         self.need("store_b1", "batch2", "batch2_rechunked")
@@ -433,7 +457,8 @@ def data_measurement(seconds: float):
     return Measurement(seconds, seconds, float("nan"), {})
 
 
-BENCHES = ["init", "convert", "append_aligned", "append_unaligned", "append_reencode", "remove",
+BENCHES = ["init", "convert", "append_aligned", "append_unaligned", "append_float_codec",
+           "append_reencode", "remove",
            "purge", "tag", "info", "help", "s3", "dagster"]
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 
 MAX_CHUNKS_IN_FLIGHT = 64
-MAX_BYTES_IN_FLIGHT = 256 * 2**20
+MAX_BYTES_IN_FLIGHT = 128 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
