@@ -246,7 +246,7 @@ def _create_like_converted(group, name, array, *, compressors=None):
     meta = array.metadata
     fill = meta.fill_value
     if fill is None:
-        fill = _default_fill(array)
+        fill = schema.default_fill(array)
     kwargs = dict(name=name, shape=array.shape, chunks=array.chunks, dtype=array.dtype,
                   fill_value=fill, attributes={k: v for k, v in array.attrs.items()
                                                 if k != "_ARRAY_DIMENSIONS"},
@@ -259,17 +259,6 @@ def _create_like_converted(group, name, array, *, compressors=None):
         kwargs["attributes"]["_ARRAY_DIMENSIONS"] = list(schema.dims(array))
         kwargs["filters"] = array.filters
     return group.create_array(**kwargs)
-
-
-def _default_fill(array):
-    kind = getattr(array.dtype, "kind", "")
-    if kind in ("T", "O", "U"):
-        return ""
-    if kind == "b":
-        return False
-    if kind == "f":
-        return 0.0
-    return 0
 
 
 def _copy_blocks(src, dst) -> None:

@@ -63,7 +63,21 @@ def encoding_signature(array) -> dict:
     meta = array.metadata.to_dict()
     for key in ("shape", "attributes", "dimension_names", "storage_transformers"):
         meta.pop(key, None)
+    if meta.get("zarr_format") == 2 and meta.get("fill_value") is None:
+        meta["fill_value"] = default_fill(array)  # what a reader gives for a chunk never written
     return _canonical(meta)
+
+
+def default_fill(array):
+    """The value zarr reads for a chunk never written when a Zarr 2 array's fill value is None."""
+    kind = getattr(array.dtype, "kind", "")
+    if kind in ("T", "O", "U"):
+        return ""
+    if kind == "b":
+        return False
+    if kind == "f":
+        return 0.0
+    return 0
 
 
 def _canonical(value):

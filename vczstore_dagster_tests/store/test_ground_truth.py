@@ -115,8 +115,10 @@ def test_plain_zarr(make_store, vcf_batch, tmp_path, kind):
     import zarr
 
     sizes = [8, 5, 11]
-    store, url, vcfs, _ = build_and_append(make_store, vcf_batch, tmp_path, kind, sizes)
+    store, url, vcfs, results = build_and_append(make_store, vcf_batch, tmp_path, kind, sizes)
     assert store.backend == "zarr"
+    # onto a whole number of sample chunks: every chunk copied as encoded bytes, on both formats
+    assert results[0].chunks_reencoded == 0 and results[0].chunks_copied > 0, results[0]
     group = zarr.open_group(url, mode="r")
     assert group.metadata.zarr_format == (2 if kind == "zarr2" else 3)
     helpers.assert_matches_bcftools(store, vcfs)
