@@ -181,11 +181,10 @@ class DagsterDev:
         from vczstore_dagster.store import StoreNotFoundError, open_store
         from vczstore_dagster.store.ledger import read_ledger
 
-        try:
-            store = open_store(str(self.store))
+        try:  # not there yet, or created but its first commit not yet made
+            return read_ledger(open_store(str(self.store)).readonly_group()).batch_ids()
         except StoreNotFoundError:
             return []
-        return read_ledger(store.readonly_group()).batch_ids()
 
     def drop_batch(self, name: str, num_samples: int, seed: int) -> float:
         """Write a small VCF batch into the inbox, then ``_READY``; the time ``_READY`` appeared."""
