@@ -117,11 +117,7 @@ def op_reencode_baseline(batches, columns, out):
         dst = zarr.open_group(str(out / f"b{k}"), mode="w", zarr_format=3)
         for name, array in schema.sample_arrays(src).items():
             axis = schema.sample_axis(array)
-            meta = array.metadata
-            target = dst.create_array(name=name, shape=array.shape, chunks=array.chunks,
-                                      dtype=array.dtype, fill_value=meta.fill_value,
-                                      serializer=array.serializer, compressors=array.compressors,
-                                      filters=array.filters, dimension_names=meta.dimension_names)
+            target = schema.create_like(dst, name, array)
             value = schema.missing_value(array) if name.startswith("call_") else ""
             if name in ("call_genotype_mask",):
                 value = True
@@ -160,11 +156,7 @@ def op_regrid_baseline(src, like, out):
     blocks = 0
     for name, array in schema.sample_arrays(template).items():
         axis = schema.sample_axis(array)
-        meta = array.metadata
-        target = dst.create_array(name=name, shape=array.shape, chunks=array.chunks,
-                                  dtype=array.dtype, fill_value=meta.fill_value,
-                                  serializer=array.serializer, compressors=array.compressors,
-                                  filters=array.filters, dimension_names=meta.dimension_names)
+        target = schema.create_like(dst, name, array)
         s = array.chunks[axis]
         for lo in range(0, array.shape[axis], s):
             hi = min(array.shape[axis], lo + s)

@@ -240,14 +240,12 @@ def _count_units(array, axis, n0, n1) -> int:
 
 def _fill_array(name, dst, src, axis, n0, n1, offset) -> tuple[list[Block], list[ChunkCopy]]:
     """The blocks to re-encode and the chunks to copy that fill samples ``n0:n1`` of ``dst``."""
-    from vczstore_dagster.store.schema import encoding_signature
-
     s = dst.chunks[axis]
     c0, r = divmod(n0, s)
     copyable = (
         offset == r
         and src.chunks == dst.chunks[: len(src.chunks)]
-        and encoding_signature(src) == encoding_signature(dst)
+        and schema.encoding_signature(src) == schema.encoding_signature(dst)
     )
     last_col = (n1 - 1) // s
     copy_cols, blocks = [], []

@@ -71,6 +71,16 @@ class Project:
             (folder / "_READY").touch()
         return folder
 
+    def drop_vcz_batch(self, name: str, vcfs, vcz_name: str, *, samples_chunk_size: int) -> pathlib.Path:
+        """Convert VCFs with plain bio2zarr into ``inbox/name/vcz_name``; ``_READY`` last."""
+        from vczstore_dagster_tests.helpers import bio2zarr_convert
+
+        folder = self.inbox / name
+        folder.mkdir(parents=True, exist_ok=True)
+        bio2zarr_convert(vcfs, folder / vcz_name, samples_chunk_size=samples_chunk_size)
+        (folder / "_READY").touch()
+        return folder
+
     def request_withdrawal(self, name: str, sample_ids) -> pathlib.Path:
         self.withdrawals.mkdir(parents=True, exist_ok=True)
         path = self.withdrawals / f"{name}.txt"

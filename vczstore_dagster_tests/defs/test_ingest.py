@@ -13,7 +13,6 @@ from vczstore_dagster_tests.defs.conftest import check_evaluations, ingest, mate
 from vczstore_dagster_tests.helpers import (
     assert_matches_bcftools,
     assert_unchanged,
-    bio2zarr_convert,
     tree_digest,
 )
 
@@ -122,10 +121,7 @@ def test_batch_after_a_release_appends(project, vcf_batch):
 
 def test_vcz_batch_is_staged_as_is_and_creates_the_store(project, vcf_batch):
     vcf = vcf_batch("Z", 5)
-    folder = project.inbox / "vcz-batch"
-    folder.mkdir()
-    bio2zarr_convert([vcf], folder / "cohort-part.vcz", samples_chunk_size=4)
-    (folder / "_READY").touch()
+    project.drop_vcz_batch("vcz-batch", [vcf], "cohort-part.vcz", samples_chunk_size=4)
     defs = project.definitions()
     with dg.instance_for_test() as instance:
         result = ingest(defs, instance, "vcz-batch")
@@ -151,10 +147,7 @@ def test_batches_are_harmonised_and_counted(project, vcf_batch):
     as_vcz = vcf_batch("J", 4)
     project.drop_batch("first", [first])
     project.drop_batch("lacking", [lacking])
-    folder = project.inbox / "as-vcz"
-    folder.mkdir()
-    bio2zarr_convert([as_vcz], folder / "part.vcz", samples_chunk_size=3)
-    (folder / "_READY").touch()
+    project.drop_vcz_batch("as-vcz", [as_vcz], "part.vcz", samples_chunk_size=3)
     defs = project.definitions()
     with dg.instance_for_test() as instance:
         assert ingest(defs, instance, "first").success
