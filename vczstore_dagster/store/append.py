@@ -219,10 +219,10 @@ def _shadow(array, shape):
 def _fast_level(array):
     """The same array writing its chunks with its blosc or zstd compressor at level 1.
 
-    The column a batch shares with the store is the one part of a fast-path append that is
-    re-encoded, and bio2zarr's blosc zstd level 7 encodes floats at 20-50 MB/s per core (level 1:
-    240-600 MB/s, chunks 4-9% larger). Readers decode any level with the array's codec, so the
-    store's metadata keeps its level and every other chunk is untouched."""
+    Every append onto a partial column re-encodes the column it shares with the store (on the
+    fast path, nothing else), and bio2zarr's blosc zstd level 7 encodes floats at 20-50 MB/s per
+    core (level 1: 240-600 MB/s, chunks 4-9% larger). Readers decode any level with the array's
+    codec, so the store's metadata keeps its level and every other chunk is untouched."""
     meta = array.metadata
     if meta.zarr_format == 3:
         meta = dataclasses.replace(meta, codecs=tuple(_level_1(c) for c in meta.codecs))
