@@ -661,22 +661,6 @@ def write_docs(section_key: str, section: str) -> None:
     DOCS.write_text("\n".join(parts))
 
 
-def link_rows(rows: list[dict]) -> None:
-    """Rows whose baseline is another row (the unaligned append is judged against the aligned one)
-    get it from the merged results, which may come from another session."""
-    aligned = next((r for r in rows if r.get("bench") == "append_aligned"
-                    and r["name"].startswith("append, aligned (fast")), None)
-    for r in rows:
-        if r.get("bench") != "append_unaligned" or aligned is None or r["median_s"] is None:
-            continue
-        r["baseline"] = "aligned append"
-        r["baseline_median_s"], r["baseline_best_s"] = aligned["median_s"], aligned["best_s"]
-        r["ratio"] = r["median_s"] / aligned["median_s"]
-        r["ratio_best"] = r["best_s"] / aligned["best_s"]
-        r["met"] = r["median_s"] <= 1.5 * aligned["median_s"]
-        r["met_best"] = r["best_s"] <= 1.5 * aligned["best_s"]
-
-
 def merge(size, rows: list[dict], session: dict, *, partial: bool, ds: Dataset) -> dict:
     """This run's rows into ``benchmarks/out/<size>.json``: a partial run (``--only``) replaces
     the rows it measured and keeps the others; a full run starts afresh. Called after every
@@ -687,7 +671,6 @@ def merge(size, rows: list[dict], session: dict, *, partial: bool, ds: Dataset) 
     kept = [r for r in old.get("rows", []) if r.get("bench") not in measured]
     merged = sorted(kept + rows, key=lambda r: BENCHES.index(r["bench"]) if r.get("bench") in BENCHES
                     else len(BENCHES))
-    link_rows(merged)
     payload = {
         "size": dataclasses.asdict(size),
         "machine": machine(),
