@@ -149,7 +149,7 @@ class Dataset:
 
         table = self.artifacts()
         names = list(needs) if needs is not None else list(table)
-        if self._current() and all(table[n][0].exists() for n in names):
+        if not self.missing(names):
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".build.lock", "a") as lock:
@@ -157,7 +157,7 @@ class Dataset:
             for partial in self.dir.glob("*.partial"):
                 shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink()
             for stale in self.dir.glob("*.lock"):
-                if stale.name != ".build.lock":
+                if stale.name not in (".build.lock", ".run.lock"):
                     stale.unlink()
             if self.meta.exists() and not self._current():
                 log(f"cache {self.dir} is from another data version: rebuilding")
@@ -168,6 +168,14 @@ class Dataset:
                                              "size": dataclasses.asdict(self.size)}))
             for name in names:
                 self._build(name, table)
+
+    def missing(self, needs=None) -> list[str]:
+        """The named artifacts (default: all) that ``ensure`` would have to build."""
+        table = self.artifacts()
+        names = list(needs) if needs is not None else list(table)
+        if not self._current():
+            return names
+        return [n for n in names if not table[n][0].exists()]
 
     def _current(self) -> bool:
         return self.meta.exists() and json.loads(self.meta.read_text()).get("version") == DATA_VERSION
@@ -464,3 +472,15 @@ def _du(path: pathlib.Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    """``python -m benchmarks.data quick|full [ARTIFACT ...]``: build what is missing."""
+    sizes = {size.name: size for size in (QUICK, FULL)}
+    if len(sys.argv) < 2 or sys.argv[1] not in sizes:
+        raise SystemExit(f"usage: python -m benchmarks.data {'|'.join(sizes)} [ARTIFACT ...]")
+    Dataset(sizes[sys.argv[1]]).ensure(sys.argv[2:] or None)
+
+
+if __name__ == "__main__":
+    main()
