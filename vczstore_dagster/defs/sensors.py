@@ -16,7 +16,7 @@ from vczstore_dagster.defs.partitions import printable, unsafe_key_reason
 from vczstore_dagster.defs.resources import InboxResource, WithdrawalsResource
 from vczstore_dagster.store.remove import parse_sample_list
 
-INTERVAL_SECONDS = 10
+INTERVAL_SECONDS = 5  # the daemon evaluates sensors at most every 5 s anyway
 SHOWN = 10
 
 
