@@ -414,6 +414,26 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend):
 
 @cli.command()
 @click.argument("store")
+@click.argument("field")
+@click.argument("dtype", metavar="TYPE")
+@store_options
+@click.pass_context
+def widen(ctx, store, field, dtype, storage_options, backend):
+    """Rewrite FORMAT field FIELD of STORE with the wider integer TYPE (int16, int32, int64) in one
+    commit, so that batches with larger values (deeper coverage, say) fit. Icechunk stores only."""
+    from vczstore_dagster.store.widen import widen_field
+
+    settings = _settings(ctx)
+    r = widen_field(_open(ctx, store, storage_options, backend), field, dtype,
+                    progress=settings.progress)
+    click.echo(f"widened {r.field}: {r.old_dtype} → {r.new_dtype} ({r.chunks_rewritten} chunk(s))")
+    click.echo(f"snapshot: {r.snapshot_id}")
+    click.echo(f"time: {r.seconds:.2f} s")
+    click.echo("convert batches --like the store again to use the new type")
+
+
+@cli.command()
+@click.argument("store")
 @store_options
 @click.pass_context
 def purge(ctx, store, storage_options, backend):
@@ -500,7 +520,7 @@ def info(ctx, store, at, storage_options, backend):
         ("samples", f"{i.num_samples} total, {i.num_active_samples} active "
                     f"(chunks of {i.samples_chunk_size})"),
         ("bytes", _bytes(i.bytes) + (" (all chunks in the repository)" if i.bytes else "")),
-        ("arrays", f"{len(i.arrays)}: {', '.join(i.arrays)}"),  # wrapped below
+        ("arrays", f"{len(i.arrays)}: {', '.join(i.arrays)}"),
     ]
     if i.last_commit_message is not None:
         lines.append(("last commit", f"{i.last_commit_time}  {i.last_commit_message}"))
@@ -509,9 +529,12 @@ def info(ctx, store, at, storage_options, backend):
         lines.append(("stale INFO", ", ".join(i.stale_info_fields)
                       + " (out of date with the current samples)"))
     width = max(len(k) for k, _ in lines) + 1
+    lists = ("arrays", "releases", "stale INFO")  # wrapped; a URL or a time stays on its line
     for key, value in lines:
-        click.echo(textwrap.fill(value, width=100, initial_indent=(key + ":").ljust(width) + " ",
-                                 subsequent_indent=" " * (width + 1), break_on_hyphens=False))
+        label = (key + ":").ljust(width) + " "
+        click.echo(textwrap.fill(value, width=100, initial_indent=label,
+                                 subsequent_indent=" " * (width + 1), break_on_hyphens=False)
+                   if key in lists else label + value)
     click.echo(f"batches: {len(i.batches)}" + ("" if i.batches else " (none)"))
     if i.batches:
         rows = [[b.batch_id, f"{b.sample_start}-{b.sample_stop - 1}" if b.num_samples else "-",

@@ -11,6 +11,7 @@ stays instant.
     result = append_batch(store, "staging/b1.vcz", batch_id="b1")   # AppendResult
     tag_release(store, "2026-11")                           # ReleaseResult
     store_info(store, at="2026-11")                         # StoreInfo
+    widen_field(store, "call_DP", "int16")                  # WidenResult
 """
 
 from vczstore_dagster.store.append import AppendResult, append_batch
@@ -31,6 +32,7 @@ from vczstore_dagster.store.inspect import StoreInfo, store_info
 from vczstore_dagster.store.location import Store, open_store, parse_storage_options
 from vczstore_dagster.store.release import Release, ReleaseResult, list_releases, tag_release
 from vczstore_dagster.store.view import write_vcf
+from vczstore_dagster.store.widen import WidenResult, widen_field
 
 __all__ = [
     "AppendResult",
@@ -51,6 +53,7 @@ __all__ = [
     "StoreNotFoundError",
     "StorageUnavailableError",
     "VczStoreError",
+    "WidenResult",
     "append_batch",
     "check_batch",
     "convert_vcfs",
@@ -61,5 +64,6 @@ __all__ = [
     "parse_storage_options",
     "store_info",
     "tag_release",
+    "widen_field",
     "write_vcf",
 ]

@@ -257,10 +257,13 @@ def _compare_fields(group, b, name, new_alleles: bool = False) -> list[Finding]:
                                    f"{s.trailing}" + ("" if ploidy else " (convert the batch with --like STORE)")))
         if s.dtype != t.dtype:
             severity = "error" if not _dtype_fits(t.dtype, s.dtype) else "warning"
+            why = " (values are converted)"
+            if severity == "error":
+                why = " (values would not fit" + (
+                    f"; `vczstore widen STORE {field} {t.dtype}` makes room for them)"
+                    if _dtype_fits(s.dtype, t.dtype) and np.dtype(t.dtype).kind in "iu" else ")")
             out.append(Finding("field_dtype", severity, "fields",
-                               f"batch {name}: field {field} is {t.dtype}; the store {s.dtype}"
-                               + (" (values would not fit)" if severity == "error"
-                                  else " (values are converted)")))
+                               f"batch {name}: field {field} is {t.dtype}; the store {s.dtype}{why}"))
     for field in sorted(set(batch_fields) - set(store_fields)):
         out.append(Finding("field_extra", "warning", "fields",
                            f"batch {name}: field {field} is not in the store and will be dropped"))

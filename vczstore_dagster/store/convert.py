@@ -20,6 +20,7 @@ from vczstore_dagster.store.batch import OFFSET_ATTR
 from vczstore_dagster.store.blocks import column_blocks, run_blocks, trailing_chunks
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.harmonise import ALLELE_DIMS, HarmonisationReport, harmonise_into
+from vczstore_dagster.store.widen import widen_hint
 
 SITES_ONLY_VARIABLE_NUMBER = 4
 SHUFFLE_IDS = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -220,14 +221,15 @@ def _check_fits(icf, source: str, name: str, dtype: str) -> None:
     if bounds is None or np.dtype(dtype).kind == "f":
         return
     lo, hi = bounds
-    if summary.max_value is not None and np.isfinite(summary.max_value) and summary.max_value > hi:
-        raise InvalidInputError(
-            f"field {name}: value {summary.max_value} does not fit the store's {dtype} (max {int(hi)})"
-        )
-    if summary.min_value is not None and np.isfinite(summary.min_value) and summary.min_value < lo:
-        raise InvalidInputError(
-            f"field {name}: value {summary.min_value} does not fit the store's {dtype} (min {int(lo)})"
-        )
+    vmin, vmax = summary.min_value, summary.max_value
+    vmin = vmin if vmin is not None and np.isfinite(vmin) else lo
+    vmax = vmax if vmax is not None and np.isfinite(vmax) else hi
+    if vmax > hi:
+        raise InvalidInputError(f"field {name}: value {vmax} does not fit the store's {dtype} "
+                                f"(max {int(hi)}); {widen_hint(name, min(vmin, lo), max(vmax, hi))}")
+    if vmin < lo:
+        raise InvalidInputError(f"field {name}: value {vmin} does not fit the store's {dtype} "
+                                f"(min {int(lo)}); {widen_hint(name, vmin, max(vmax, hi))}")
 
 
 def _numcodecs_config(array):

@@ -36,6 +36,7 @@ import numpy as np
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.blocks import run_blocks
 from vczstore_dagster.store.errors import InvalidInputError
+from vczstore_dagster.store.widen import widen_hint
 
 HARMONISATION_ATTR = "vczstore_harmonisation"
 R_DIM, A_DIM, G_DIM, PLOIDY_DIM = "alleles", "alt_alleles", "genotypes", "ploidy"
@@ -858,8 +859,10 @@ def _cast(values, dtype, name):
     target = np.dtype(dtype)
     if target.kind in "iu" and values.dtype.kind in "iu" and values.size:
         info = np.iinfo(target)
-        if values.min() < info.min or values.max() > info.max:
-            raise InvalidInputError(f"field {name}: a value does not fit the store's {target}")
+        lo, hi = values.min(), values.max()
+        if lo < info.min or hi > info.max:
+            raise InvalidInputError(f"field {name}: a value does not fit the store's {target}; "
+                                    + widen_hint(name, min(lo, info.min), max(hi, info.max)))
     return values.astype(target)
 
 

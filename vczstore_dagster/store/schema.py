@@ -168,11 +168,19 @@ def create_like(group, name, array, *, shape=None, chunks=None, dtype=None):
     """A new array in ``group`` with ``array``'s encoding, fill value and attributes (same Zarr
     format); ``shape``, ``chunks`` and ``dtype`` default to ``array``'s."""
     meta = array.metadata
+    same_dtype = dtype is None or np.dtype(dtype) == np.dtype(array.dtype)
+    compressors = array.compressors
+    if not same_dtype:  # blosc shuffles by the item size it was given: a new dtype needs its own
+        from zarr.codecs import BloscCodec
+
+        size = np.dtype(dtype).itemsize
+        compressors = tuple(dataclasses.replace(c, typesize=size) if isinstance(c, BloscCodec)
+                            else c for c in compressors)
     kwargs = dict(name=name, shape=tuple(shape or array.shape), chunks=tuple(chunks or array.chunks),
                   dtype=dtype or array.dtype, fill_value=meta.fill_value,
-                  attributes=dict(array.attrs), compressors=array.compressors, filters=array.filters)
+                  attributes=dict(array.attrs), compressors=compressors, filters=array.filters)
     if meta.zarr_format == 3:
         kwargs["dimension_names"] = meta.dimension_names
-        if dtype is None or np.dtype(dtype) == np.dtype(array.dtype):
+        if same_dtype:
             kwargs["serializer"] = array.serializer  # a new dtype needs its own (endianness)
     return group.create_array(**kwargs)
