@@ -209,49 +209,44 @@ class Bench:
         self.rows.append(row)
 
     def bench_append_unaligned(self):
-        """The append onto a partial column against the aligned append, interleaved: both write
-        GBs, so they share the disk's state run by run (5 runs each, like the aligned row)."""
         n0 = self.size.samples_per_batch - self.size.unaligned_short
         row = Row(f"append, unaligned (store holds {n0} samples)", Series(),
                   "aligned append, interleaved", Series(), target="≤ 1.5× aligned append")
         self.need("store_b1", "batch2", "store_unaligned", "batch2_offset")
-        aligned, aligned_setup = self.store_copy(self.ds.store_b1)
-        unaligned, unaligned_setup = self.store_copy(self.ds.store_unaligned)
-        runs = self.runs if self.forced_runs else max(self.runs, 5)
-        for i in range(runs):
-            self.measure("aligned append", row.baseline,
-                         worker("append", store=aligned, batch=self.ds.batch2),
-                         setup=aligned_setup, cleanup=[aligned], run=i, total=runs)
-            m = self.measure("append (offset layout)", row.op,
-                             worker("append", store=unaligned, batch=self.ds.batch2_offset),
-                             setup=unaligned_setup, cleanup=[unaligned], run=i, total=runs)
-            row.info = m.info
-        row.check = lambda op, base, rss: op <= 1.5 * base
-        self.rows.append(row)
+        self._interleaved_appends(row, ("aligned append", self.ds.store_b1, self.ds.batch2),
+                                  ("append (offset layout)", self.ds.store_unaligned,
+                                   self.ds.batch2_offset))
 
     def bench_append_float_codec(self):
         """The unaligned append onto a store created with ``--float-compression``, against the
-        aligned append onto the same kind of store, interleaved."""
+        aligned append onto the same kind of store."""
         codec = data.FAST_FLOAT_CODEC
         n0 = self.size.samples_per_batch - self.size.unaligned_short
         row = Row(f"append, unaligned ({n0} samples), float fields {codec}", Series(),
                   f"aligned append, float fields {codec}", Series(), target="≤ 1.5× aligned append")
         self.need("store_b1_fast", "store_unaligned_fast", "batch2_fast", "batch2_offset_fast")
         fast = self.ds.fast
-        aligned, aligned_setup = self.store_copy(fast["store-b1"])
-        unaligned, unaligned_setup = self.store_copy(fast["store-unaligned"])
-        runs = self.runs if self.forced_runs else max(self.runs, 5)
-        for i in range(runs):
-            self.measure(f"aligned append ({codec})", row.baseline,
-                         worker("append", store=aligned, batch=fast["batch2.vcz"]),
-                         setup=aligned_setup, cleanup=[aligned], run=i, total=runs)
-            m = self.measure(f"unaligned append ({codec})", row.op,
-                             worker("append", store=unaligned, batch=fast["batch2-offset.vcz"]),
-                             setup=unaligned_setup, cleanup=[unaligned], run=i, total=runs)
-            row.info = m.info
-        row.check = lambda op, base, rss: op <= 1.5 * base
         row.note = (f"stores made with `init --float-compression {codec}` (bio2zarr's float codec is "
                     "zstd:7); batches re-encoded to it as `convert --like` makes them")
+        self._interleaved_appends(row, (f"aligned append ({codec})", fast["store-b1"],
+                                        fast["batch2.vcz"]),
+                                  (f"unaligned append ({codec})", fast["store-unaligned"],
+                                   fast["batch2-offset.vcz"]))
+
+    def _interleaved_appends(self, row: Row, aligned, unaligned) -> None:
+        """``row``: the unaligned append (label, store, batch) against the aligned one, run by run
+        in turn: both write GBs, so they share the disk's state (5 runs each, like the aligned
+        row)."""
+        runs = self.runs if self.forced_runs else max(self.runs, 5)
+        sides = []
+        for (label, cached, batch), series in ((aligned, row.baseline), (unaligned, row.op)):
+            store, setup = self.store_copy(cached)
+            sides.append((label, series, worker("append", store=store, batch=batch), setup, store))
+        for i in range(runs):
+            for label, series, cmd, setup, store in sides:
+                m = self.measure(label, series, cmd, setup=setup, cleanup=[store], run=i, total=runs)
+            row.info = m.info
+        row.check = lambda op, base, rss: op <= 1.5 * base
         self.rows.append(row)
 
     def bench_append_reencode(self):

@@ -49,9 +49,21 @@ def trailing_chunks(array) -> int:
 
 
 def run_blocks(blocks: Iterable[Block], *, on_block: Callable[[int], None] | None = None,
-               workers: int | None = None) -> int:
+               workers: int | None = None, progress: str | None = None) -> int:
     """Run every block, ``workers`` at a time (default: one per core); returns the chunks written.
-    The first failure stops the rest and is raised."""
+    The first failure stops the rest and is raised. ``progress``: a tqdm bar with that label,
+    counting blocks (``blocks`` must then be a list)."""
+    if progress is not None:
+        from tqdm import tqdm
+
+        with tqdm(total=len(blocks), unit="block", desc=progress) as bar:
+
+            def tick(n: int) -> None:
+                bar.update(1)
+                if on_block is not None:
+                    on_block(n)
+
+            return run_blocks(blocks, workers=workers, on_block=tick)
     workers = workers or default_workers()
     written = 0
 
@@ -80,6 +92,19 @@ def run_blocks(blocks: Iterable[Block], *, on_block: Callable[[int], None] | Non
                 f.cancel()
             raise
     return written
+
+
+def reencode_array(src, dst, *, progress: str | None = None) -> int:
+    """Decode every block of sample array ``src`` (samples on axis 1) and encode it into ``dst``
+    (same shape and chunks; its own codec and dtype); returns the chunks written."""
+
+    def rewrite(samples, variants):
+        dst[variants, samples] = read_by_source_chunk(src, variants, samples)
+        return trailing_chunks(dst)
+
+    s, n = dst.chunks[1], dst.shape[1]
+    blocks = [b for lo in range(0, n, s) for b in column_blocks(dst, 1, lo, min(lo + s, n), rewrite)]
+    return run_blocks(blocks, progress=progress)
 
 
 def release_freed_memory() -> None:

@@ -261,13 +261,22 @@ def _compare_fields(group, b, name, new_alleles: bool = False) -> list[Finding]:
             if severity == "error":
                 why = " (values would not fit" + (
                     f"; `vczstore widen STORE {field} {t.dtype}` makes room for them)"
-                    if _dtype_fits(s.dtype, t.dtype) and np.dtype(t.dtype).kind in "iu" else ")")
+                    if _widens(s.dtype, t.dtype) else ")")
             out.append(Finding("field_dtype", severity, "fields",
                                f"batch {name}: field {field} is {t.dtype}; the store {s.dtype}{why}"))
     for field in sorted(set(batch_fields) - set(store_fields)):
         out.append(Finding("field_extra", "warning", "fields",
                            f"batch {name}: field {field} is not in the store and will be dropped"))
     return out
+
+
+def _widens(store_dtype: str, batch_dtype: str) -> bool:
+    from vczstore_dagster.store.widen import widens
+
+    try:
+        return widens(store_dtype, batch_dtype)
+    except TypeError:
+        return False
 
 
 def _dtype_fits(src: str, dst: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import pathlib
 import tempfile
 
@@ -11,12 +10,7 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import check_batch_id, open_batch
-from vczstore_dagster.store.blocks import (
-    column_blocks,
-    read_by_source_chunk,
-    run_blocks,
-    trailing_chunks,
-)
+from vczstore_dagster.store.blocks import reencode_array
 from vczstore_dagster.store.chunkcopy import column_copies, copy_chunks
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.ledger import BatchRecord, Ledger, now, write_ledger
@@ -267,11 +261,4 @@ def _copy_blocks(src, dst) -> None:
     if schema.sample_axis(src) != 1:
         _copy_values(src, dst)
         return
-
-    def rewrite(samples, variants):
-        dst[variants, samples] = read_by_source_chunk(src, variants, samples)
-        return trailing_chunks(dst)
-
-    s = dst.chunks[1]
-    run_blocks(itertools.chain.from_iterable(
-        column_blocks(dst, 1, lo, min(lo + s, dst.shape[1]), rewrite) for lo in range(0, dst.shape[1], s)))
+    reencode_array(src, dst)

@@ -109,16 +109,7 @@ def blank_samples(group, indexes: np.ndarray, *, progress: bool = False) -> tupl
             local = indexes[(indexes >= lo) & (indexes < hi)] - lo
             blocks += column_blocks(array, axis, lo, hi,
                                     functools.partial(_blank, array, local, _removed_value(name, array)))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(blocks), unit="block", desc="remove")
-    try:
-        chunks = run_blocks(blocks, on_block=(lambda _: bar.update(1)) if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
+    chunks = run_blocks(blocks, progress="remove" if progress else None)
     return len(columns), chunks
 
 

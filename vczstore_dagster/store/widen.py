@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.blocks import column_blocks, run_blocks, trailing_chunks
+from vczstore_dagster.store.blocks import reencode_array
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.transaction import commit
 
@@ -52,7 +52,7 @@ def widen_field(store, field: str, dtype: str, *, progress: bool = False) -> Wid
         _check(group, field, dtype)
         del group[field]
         target = schema.create_like(group, field, source, dtype=new)
-        return _copy_widened(source, target, progress)
+        return reencode_array(source, target, progress="widen" if progress else None)
 
     def audit(after, chunks):
         array = after[field]
@@ -64,6 +64,12 @@ def widen_field(store, field: str, dtype: str, *, progress: bool = False) -> Wid
                   metadata={"operation": "widen", "field": field, "from": str(old), "to": str(new)})
     return WidenResult(field, str(old), str(new), done.result, done.snapshot_id,
                        time.perf_counter() - t0)
+
+
+def widens(old, new) -> bool:
+    """Whether ``widen`` takes integer type ``old`` to ``new``: every value of ``old`` fits."""
+    old, new = np.dtype(old), np.dtype(new)
+    return old.kind in "iu" and new.kind in "iu" and bool(np.can_cast(old, new, casting="safe"))
 
 
 def widen_hint(field: str, lo, hi) -> str:
@@ -93,34 +99,7 @@ def _check(group, field: str, dtype: str) -> np.dtype:
         raise InvalidInputError(f"type {dtype}: a field widens to an integer type (int16, int32, ...)")
     if new == old:
         raise InvalidInputError(f"field {field} is already {old}")
-    if not np.can_cast(old, new, casting="safe"):
+    if not widens(old, new):
         raise InvalidInputError(f"field {field} is {old}: {new} would not hold all its values "
                                 "(widening only)")
     return old
-
-
-def _copy_widened(source, target, progress: bool) -> int:
-    """Every block of ``source`` into ``target`` (same shape and chunks, wider type)."""
-    axis = schema.sample_axis(source)
-    step, n = source.chunks[axis], source.shape[axis]
-
-    def rewrite(samples, variants):
-        if variants is None:
-            target[samples] = np.asarray(source[samples]).astype(target.dtype)
-            return 1
-        target[variants, samples] = np.asarray(source[variants, samples]).astype(target.dtype)
-        return trailing_chunks(target)
-
-    blocks = []
-    for lo in range(0, n, step):
-        blocks += column_blocks(target, axis, lo, min(n, lo + step), rewrite)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(blocks), unit="block", desc="widen")
-    try:
-        return run_blocks(blocks, on_block=(lambda _: bar.update(1)) if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
