@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 LOCAL = "local"  # start a LocalCluster on this machine
 ENV_VAR = "VCZSTORE_DASK_SCHEDULER"
 TASKS_PER_THREAD = 4  # small enough tasks to balance the workers and to rerun cheaply
-CONNECT_TIMEOUT = "20s"
 
 
 @dataclasses.dataclass
@@ -77,8 +76,11 @@ class Cluster:
                     self._local = start_local_cluster()
                     self._client = Client(self._local, set_as_default=False)
                 else:
-                    self._client = Client(self.address, timeout=CONNECT_TIMEOUT,
-                                          set_as_default=False)
+                    # timeout: Dask's distributed.comm.timeouts.connect (30 s by default)
+                    self._client = Client(self.address, set_as_default=False)
+            except ValueError as exc:
+                raise ClusterError(f"--dask-scheduler {self.address!r} is not a Dask scheduler "
+                                   f"address (tcp://HOST:PORT) nor {LOCAL!r}: {exc}") from exc
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"Dask scheduler {self.address} did not answer: {exc}") from exc
         return self._client
@@ -142,9 +144,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | Cluster | None) -> Iterator[Cluster | None]:
-    """A :class:`Cluster` for ``scheduler`` (an address or ``local``), closed at the end; a Cluster
-    given is passed through (and left open); None or "" gives None: the work stays here."""
+def connect(scheduler: str | Cluster | None, *, lazy: bool = False) -> Iterator[Cluster | None]:
+    """A :class:`Cluster` for ``scheduler`` (an address, or ``local``), connected now (a scheduler
+    that does not answer fails the operation before anything is written) or, when ``lazy``, once
+    there is work for it; closed at the end. A Cluster given is passed through (and left open);
+    None or "" gives None: the work stays here."""
     if isinstance(scheduler, Cluster):
         yield scheduler
         return
@@ -154,6 +158,8 @@ def connect(scheduler: str | Cluster | None) -> Iterator[Cluster | None]:
         return
     cluster = Cluster(address)
     try:
+        if not lazy:
+            cluster.client()
         yield cluster
     finally:
         cluster.close()
@@ -312,10 +318,10 @@ def _pause(pause: tuple[str, float] | None) -> None:
         return
     marker, seconds = pause
     try:
-        fd = os.open(marker + ".tmp", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(os.open(marker + ".taken", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return
-    with os.fdopen(fd, "w") as f:
+    with open(marker + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.rename(marker + ".tmp", marker)
     time.sleep(seconds)

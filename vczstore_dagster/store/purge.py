@@ -59,7 +59,7 @@ def purge(store, *, progress: bool = False, settle_seconds: float = 1.5,
     ledger = read_ledger(store.readonly_group())
     withdrawn = set(ledger.withdrawn)
     redactions = []
-    with connect(dask_scheduler) as cluster:  # connected only if a release needs redacting
+    with connect(dask_scheduler, lazy=True) as cluster:  # used if a release needs redacting
         for tag in sorted(repo.list_tags()) if withdrawn else []:
             redaction = _redact_if_needed(store, tag, ledger.salt, withdrawn, progress, cluster)
             if redaction is not None:
