@@ -18,10 +18,12 @@ $(VENV)/.installed: pyproject.toml uv.lock
 
 install: system-deps $(VENV)/.installed
 
-# bcftools (ground truth in tests), bgzip/tabix (indexing VCFs), chromium (web UI test).
+# bcftools (ground truth in tests), bgzip/tabix (indexing VCFs), chromium (web UI test),
+# postgresql (the Dagster instance test starts its own server from Debian's binaries).
 system-deps:
 	@missing=""; \
 	command -v bcftools >/dev/null || missing="$$missing bcftools"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v bgzip >/dev/null || missing="$$missing tabix"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

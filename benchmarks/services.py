@@ -208,3 +208,41 @@ class DagsterDev:
                                    f"(its runs: {failed or 'none'})")
             time.sleep(0.2)
         return time.time()
+
+
+DASK_CLUSTER = """
+import sys
+from vczstore_dagster.store.cluster import start_local_cluster
+cluster = start_local_cluster(n_workers=int(sys.argv[1]))
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()  # until the harness closes our stdin
+cluster.close()
+"""
+
+
+class DaskCluster:
+    """The engine's LocalCluster (``--dask-scheduler local``) in a child process, so that the
+    harness stays small; its address is what the operations are given."""
+
+    def __init__(self, n_workers: int = 2):
+        self.n_workers = n_workers
+        self.process = None
+        self.address = ""
+
+    def __enter__(self) -> DaskCluster:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", DASK_CLUSTER, str(self.n_workers)], cwd=REPO,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.address = self.process.stdout.readline().strip()
+        if not self.address.startswith("tcp://"):
+            _stop(self.process)
+            raise RuntimeError("the Dask cluster did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                _stop(self.process)

@@ -39,20 +39,26 @@ def op_convert(vcf, out, like):
     return {"samples": r.num_samples, "offset": r.sample_offset}
 
 
-def op_append(store, batch, storage_options=None):
+def op_append(store, batch, storage_options=None, dask_scheduler=None):
     engine = _engine()
-    r = engine.append_batch(engine.open_store(store, storage_options=storage_options), batch)
+    r = engine.append_batch(engine.open_store(store, storage_options=storage_options), batch,
+                            dask_scheduler=dask_scheduler)
     return {"fast_path": r.fast_path, "chunks_copied": r.chunks_copied,
             "chunks_reencoded": r.chunks_reencoded, "bytes_copied": r.bytes_copied,
-            "samples_after": r.samples_after}
+            "samples_after": r.samples_after, **_cluster_info(r.cluster)}
 
 
-def op_remove(store, samples):
+def op_remove(store, samples, dask_scheduler=None):
     engine = _engine()
     from vczstore_dagster.store.remove import remove_samples
 
-    r = remove_samples(engine.open_store(store), samples)
-    return {"columns": r.columns_rewritten, "chunks": r.chunks_rewritten}
+    r = remove_samples(engine.open_store(store), samples, dask_scheduler=dask_scheduler)
+    return {"columns": r.columns_rewritten, "chunks": r.chunks_rewritten,
+            **_cluster_info(r.cluster)}
+
+
+def _cluster_info(work) -> dict:
+    return {} if work is None else {"dask_tasks": work.tasks, "dask_workers_used": work.workers_used}
 
 
 def op_purge(store):

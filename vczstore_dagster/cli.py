@@ -112,8 +112,23 @@ at_option = click.option(
     help="A release tag, branch or snapshot id (Icechunk); default: the head of main.")
 
 
+dask_option = click.option(
+    "--dask-scheduler", "dask_scheduler", metavar="ADDRESS", envvar="VCZSTORE_DASK_SCHEDULER",
+    default=None,
+    help="Run the chunk copies and re-encodes on this Dask scheduler (tcp://HOST:PORT), or "
+         "`local` for worker processes on this machine (default: $VCZSTORE_DASK_SCHEDULER, "
+         "else threads in this process). Workers must reach the store and the batch by the "
+         "same path or URL.")
+
+
 def store_options(f):
     return storage_option(backend_option(f))
+
+
+def _echo_cluster(work) -> None:
+    if work is not None:
+        click.echo(f"dask: {work.tasks} task(s) on {work.workers_used} of {work.workers} "
+                   f"worker(s) at {work.scheduler}")
 
 
 def _quiet_libraries(settings: Settings) -> None:
@@ -262,9 +277,10 @@ def cli(ctx: click.Context, progress: bool | None, verbose: int) -> None:
                    "(appends onto a partial sample column, removals, redactions) follows it; "
                    "see docs/benchmarks.md for speed against size.")
 @storage_option
+@dask_option
 @click.pass_context
 def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_size, batch_id,
-         float_compression, storage_options):
+         float_compression, storage_options, dask_scheduler):
     """Create a new store at STORE, from a VCZ (--from) or a variants-only source (--variants)."""
     if (from_vcz is None) == (not variants):
         raise click.UsageError("give exactly one of --from VCZ or --variants VCZ_OR_VCF")
@@ -278,12 +294,13 @@ def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_siz
                         storage_options=storage_options or None, backend=backend,
                         zarr_format=int(zarr_format), samples_chunk_size=samples_chunk_size,
                         batch_id=batch_id, float_compression=float_compression,
-                        progress=settings.progress)
+                        progress=settings.progress, dask_scheduler=dask_scheduler)
     what = f" (batch {result.batch_id})" if result.batch_id else ""
     click.echo(f"created {result.backend} store {result.url}: {result.num_samples} samples{what}, "
                f"{result.num_variants} variants")
     if result.snapshot_id:
         click.echo(f"snapshot: {result.snapshot_id}")
+    _echo_cluster(result.cluster)
 
 
 @cli.command()
@@ -359,14 +376,17 @@ def check(ctx, store, batch, storage_options, backend):
 @click.option("--allow-new-alleles", is_flag=True,
               help="Add the new ALT alleles the batch brings to the store's sites in this commit.")
 @store_options
+@dask_option
 @click.pass_context
-def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, backend):
+def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, backend,
+           dask_scheduler):
     """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit."""
     from vczstore_dagster.store import append_batch
 
     settings = _settings(ctx)
     result = append_batch(_open(ctx, store, storage_options, backend), batch, batch_id=batch_id,
-                          progress=settings.progress, allow_new_alleles=allow_new_alleles)
+                          progress=settings.progress, allow_new_alleles=allow_new_alleles,
+                          dask_scheduler=dask_scheduler)
     for f in result.findings:
         if f.severity == "warning":
             click.echo(f"warning: {f.message}", err=True)
@@ -378,6 +398,7 @@ def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, back
     if result.snapshot_id:
         extra = f" after {result.attempts} attempts" if result.attempts > 1 else ""
         click.echo(f"snapshot: {result.snapshot_id}{extra}")
+    _echo_cluster(result.cluster)
     click.echo(f"time: {result.seconds:.2f} s")
 
 
@@ -387,8 +408,9 @@ def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, back
 @click.option("--from-file", "from_file", type=click.File("r"), default=None, metavar="F",
               help="More sample ids, one a line ('-' for stdin; blank lines and #comments skipped).")
 @store_options
+@dask_option
 @click.pass_context
-def remove(ctx, store, sample_ids, from_file, storage_options, backend):
+def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_scheduler):
     """Withdraw samples from STORE in one commit: their genotypes become missing values and their
     ids are hidden; a withdrawn id can never be appended again. Run `purge` next so that history
     and releases forget them too."""
@@ -401,12 +423,14 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend):
         raise click.UsageError("give at least one SAMPLE or --from-file F")
 
     settings = _settings(ctx)
-    r = remove_samples(_open(ctx, store, storage_options, backend), ids, progress=settings.progress)
+    r = remove_samples(_open(ctx, store, storage_options, backend), ids, progress=settings.progress,
+                       dask_scheduler=dask_scheduler)
     click.echo(f"removed {r.num_removed} sample(s); {r.withdrawn_total} withdrawn in all")
     click.echo(f"rewritten: {r.columns_rewritten} sample-chunk column(s), {r.chunks_rewritten} "
                f"chunk(s); {r.attributes_scrubbed} attribute(s) scrubbed")
     if r.snapshot_id:
         click.echo(f"snapshot: {r.snapshot_id}")
+    _echo_cluster(r.cluster)
     click.echo(f"time: {r.seconds:.2f} s")
     if r.snapshot_id:
         click.echo("history and releases keep them until `vczstore purge`")
@@ -417,17 +441,19 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend):
 @click.argument("field")
 @click.argument("dtype", metavar="TYPE")
 @store_options
+@dask_option
 @click.pass_context
-def widen(ctx, store, field, dtype, storage_options, backend):
+def widen(ctx, store, field, dtype, storage_options, backend, dask_scheduler):
     """Rewrite FORMAT field FIELD of STORE with the wider integer TYPE (int16, int32, int64) in one
     commit, so that batches with larger values (deeper coverage, say) fit. Icechunk stores only."""
     from vczstore_dagster.store.widen import widen_field
 
     settings = _settings(ctx)
     r = widen_field(_open(ctx, store, storage_options, backend), field, dtype,
-                    progress=settings.progress)
+                    progress=settings.progress, dask_scheduler=dask_scheduler)
     click.echo(f"widened {r.field}: {r.old_dtype} → {r.new_dtype} ({r.chunks_rewritten} chunk(s))")
     click.echo(f"snapshot: {r.snapshot_id}")
+    _echo_cluster(r.cluster)
     click.echo(f"time: {r.seconds:.2f} s")
     click.echo("convert batches --like the store again to use the new type")
 
@@ -435,14 +461,16 @@ def widen(ctx, store, field, dtype, storage_options, backend):
 @cli.command()
 @click.argument("store")
 @store_options
+@dask_option
 @click.pass_context
-def purge(ctx, store, storage_options, backend):
+def purge(ctx, store, storage_options, backend, dask_scheduler):
     """Make STORE forget withdrawn samples: redact the releases that hold them (re-tagged as
     NAME-rN), then expire history and garbage-collect. Irreversible."""
     from vczstore_dagster.store.purge import purge as purge_store
 
     settings = _settings(ctx)
-    r = purge_store(_open(ctx, store, storage_options, backend), progress=settings.progress)
+    r = purge_store(_open(ctx, store, storage_options, backend), progress=settings.progress,
+                    dask_scheduler=dask_scheduler)
     for red in r.redacted:
         click.echo(f"redacted release {red.release} → {red.replaced_by} "
                    f"({red.samples_removed} sample(s) removed; snapshot {red.snapshot_id})")
@@ -451,6 +479,7 @@ def purge(ctx, store, storage_options, backend):
     click.echo(f"expired {r.snapshots_expired} snapshot(s); deleted {r.chunks_deleted} chunk(s), "
                f"{r.objects_deleted} object(s), {_bytes(r.bytes_deleted)}"
                + (f"; cutoff {r.cutoff}" if r.cutoff else ""))
+    _echo_cluster(r.cluster)
     click.echo(f"time: {r.seconds:.2f} s")
 
 

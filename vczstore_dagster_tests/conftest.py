@@ -5,6 +5,7 @@
   batches made with the same ``sites_seed`` share the variant set.
 - ``make_store`` (function factory): a store built with the engine (``init`` from a batch of VCFs)
   on local Icechunk, S3 Icechunk or plain Zarr 2/3.
+- ``dask_cluster`` (session): a real Dask ``LocalCluster`` of 2 worker processes on 127.0.0.1.
 
 Ground truth, digests and subprocess helpers live in :mod:`vczstore_dagster_tests.helpers`.
 """
@@ -88,3 +89,16 @@ def make_store(tmp_path, request, vcz_cache_dir):
         return helpers.build_store(kind, first_vcfs, tmp_path, moto=moto, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` on 127.0.0.1, as
+    ``--dask-scheduler local`` starts it (no dashboard, no spilling): 5-20 s to start, so shared."""
+    from vczstore_dagster.store.cluster import start_local_cluster
+
+    cluster = start_local_cluster(n_workers=2, threads_per_worker=1)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

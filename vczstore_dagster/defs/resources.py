@@ -44,6 +44,7 @@ class VczStoreResource(dg.ConfigurableResource):
     url: str
     backend: str | None = None
     float_compression: str | None = None  # blosc CNAME:LEVEL[:SHUFFLE] for float fields, at creation
+    dask_scheduler: str | None = None  # chunk work on this Dask scheduler (an address, or "local")
     s3: S3Options = S3Options()
 
     def storage_options(self) -> dict | None:
@@ -169,6 +170,7 @@ def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
             url=_setting("VCZSTORE_URL", str(data / "store")),
             backend=os.environ.get("VCZSTORE_BACKEND") or None,
             float_compression=os.environ.get("VCZSTORE_FLOAT_COMPRESSION") or None,
+            dask_scheduler=os.environ.get("VCZSTORE_DASK_SCHEDULER") or None,
             s3=s3,
         ),
         "inbox": InboxResource(url=_setting("VCZSTORE_INBOX", str(data / "inbox")), s3=s3),

@@ -11,6 +11,7 @@ sample chunk) at a time, so memory stays bounded by a block whatever the batch s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 
@@ -18,19 +19,14 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
-from vczstore_dagster.store.blocks import (
-    Block,
-    column_blocks,
-    read_by_source_chunk,
-    run_blocks,
-    trailing_chunks,
-)
-from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies, copy_chunks
+from vczstore_dagster.store.blocks import Block, array_blocks, read_by_source_chunk, trailing_chunks
+from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies
+from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
 from vczstore_dagster.store.harmonise import report_of, widen_store
 from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
-from vczstore_dagster.store.transaction import commit, pause_for_tests
+from vczstore_dagster.store.transaction import commit
 
 log = logging.getLogger(__name__)
 # INFO fields computed from the samples: they describe only the first batch once others arrive.
@@ -50,6 +46,7 @@ class AppendResult:
     seconds: float
     findings: list[Finding]
     attempts: int = 1
+    cluster: ClusterWork | None = None  # what ran on a Dask cluster
 
     @property
     def num_samples_added(self) -> int:
@@ -66,11 +63,14 @@ class _Work:
 
 
 def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bool = False,
-                 allow_new_alleles: bool = False) -> AppendResult:
+                 allow_new_alleles: bool = False,
+                 dask_scheduler: str | Cluster | None = None) -> AppendResult:
     """Append the batch at ``batch_path``; refuses (store untouched) when the check finds errors.
 
     New ALT alleles that harmonisation found in the batch are refused unless
-    ``allow_new_alleles``: then they are added to the store's sites in the same commit."""
+    ``allow_new_alleles``: then they are added to the store's sites in the same commit.
+    ``dask_scheduler``: run the chunk copies and re-encodes on that Dask cluster (an address, or
+    ``local``); the batch must then be readable by the workers at the same path."""
     t0 = time.perf_counter()
     batch = open_batch(batch_path)
     batch_id = check_batch_id(batch_id or batch.name.removesuffix(".vcz"))
@@ -90,7 +90,8 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
         work.ids_before_digest = _digest(group["sample_id"][...])
         if new_alleles:
             widen_store(group, batch.group, new_alleles)
-        write_samples(group, batch, work, progress=progress, icechunk=parent is not None)
+        write_samples(group, batch, work, progress=progress, icechunk=parent is not None,
+                      cluster=cluster)
         ledger.batches.append(
             BatchRecord(batch_id, work.samples_before, work.samples_before + batch.num_samples,
                         now(), parent)
@@ -120,7 +121,9 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
     if new_alleles:
         metadata["new_alleles"] = sum(len(n.alleles) for n in new_alleles)
         message += f", {metadata['new_alleles']} new alleles"
-    done = commit(store, operation, message=message, audit=audit, metadata=metadata)
+    with connect(dask_scheduler) as cluster:
+        done = commit(store, operation, message=message, audit=audit, metadata=metadata)
+        ran = cluster.take_work() if cluster is not None else None
     work: _Work = done.result
     return AppendResult(
         batch_id=batch_id,
@@ -134,6 +137,7 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
         seconds=time.perf_counter() - t0,
         findings=report.findings,
         attempts=done.attempts,
+        cluster=ran,
     )
 
 
@@ -172,7 +176,8 @@ def _digest(values) -> str:
     return h.hexdigest()
 
 
-def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk: bool) -> None:
+def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk: bool,
+                  cluster: Cluster | None = None) -> None:
     """Grow every sample array by the batch and fill the new columns."""
     n0 = work.samples_before
     n1 = n0 + batch.num_samples
@@ -198,11 +203,12 @@ def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk:
                                                    batch.sample_offset)
             blocks += more_blocks
             copies += more_copies
-        work.chunks_reencoded += run_blocks(blocks, on_block=bar.update if bar is not None else None)
-        if copies:  # one pass over every array's chunks keeps the disk busy end to end
-            pause_for_tests("chunks")
-            work.bytes_copied += copy_chunks(copies, bar.update if bar is not None else None)
-            work.chunks_copied += len(copies)
+        # one pass over every array's chunks keeps the disk busy end to end
+        reencoded, copied = run_work(blocks, copies, cluster=cluster,
+                                     on_done=bar.update if bar is not None else None)
+        work.chunks_reencoded += reencoded
+        work.bytes_copied += copied
+        work.chunks_copied += len(copies)
         if not icechunk:
             for _, array, _, _, _, shape in plans:
                 array.resize(shape)
@@ -297,19 +303,20 @@ def _reencode_blocks(dst, src, axis, c, n0, n1, offset) -> list[Block]:
     lo = max(c * s, n0)
     hi = min((c + 1) * s, n1)
     from_samples = slice(offset + (lo - n0), offset + (hi - n0))
-    trailing = tuple(dst.shape[axis + 1 :])
+    rewrite = functools.partial(_reencode_into, src=src, from_samples=from_samples)
+    return array_blocks(dst, axis, lo, hi, rewrite)
 
-    def rewrite(samples, variants):
-        if variants is None:
-            dst[samples] = _cast(np.asarray(src[from_samples]), dst)
-            return 1
-        values = read_by_source_chunk(src, variants, from_samples)
-        if values.shape[2:] != trailing:
-            values = _fit_trailing(values, trailing, dst)
-        dst[variants, samples] = _cast(values, dst)
-        return trailing_chunks(dst)
 
-    return column_blocks(dst, axis, lo, hi, rewrite)
+def _reencode_into(dst, samples, variants, *, src, from_samples) -> int:
+    if variants is None:
+        dst[samples] = _cast(np.asarray(src[from_samples]), dst)
+        return 1
+    values = read_by_source_chunk(src, variants, from_samples)
+    trailing = tuple(dst.shape[2:])
+    if values.shape[2:] != trailing:
+        values = _fit_trailing(values, trailing, dst)
+    dst[variants, samples] = _cast(values, dst)
+    return trailing_chunks(dst)
 
 
 def _cast(values, dst):

@@ -4,18 +4,37 @@ A block is one variant chunk × one sample-chunk column of one array (all its tr
 a read, a change in memory and a write of whole chunks, so two blocks never touch the same chunk
 and can run side by side. Decoding and encoding (blosc, zstd) release the GIL, so each worker
 keeps a core busy; a block of a float field is tens of MB, so at most ``workers`` of them are held.
+
+A :class:`Block` is a description as well as a callable: the array it writes, its position and a
+module-level ``rewrite`` function, so that a Dask worker can run it against its own session
+(:mod:`vczstore_dagster.store.cluster`). ``column_blocks`` makes plain closures, for local use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
 
 from vczstore_dagster.store.errors import InvalidInputError
 
-Block = Callable[[], int]  # rewrites one block; returns the number of chunks it wrote
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One block of ``target``: ``rewrite(target, samples, variants)`` reads it, changes it and
+    writes its whole chunks, returning how many. ``rewrite`` is a module-level function (or a
+    ``functools.partial`` of one over picklable values: source arrays, indexes, fill values)."""
+
+    target: Any  # the zarr array written; its metadata may differ from the stored one
+    samples: slice
+    variants: slice | None  # None for 1-d arrays (sample_id)
+    rewrite: Callable[[Any, slice, slice | None], int]
+
+    def __call__(self) -> int:
+        return self.rewrite(self.target, self.samples, self.variants)
 
 
 def default_workers() -> int:
@@ -29,15 +48,27 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def column_blocks(array, axis: int, lo: int, hi: int,
-                  rewrite: Callable[[slice, slice | None], int]) -> list[Block]:
-    """The blocks of samples ``lo:hi`` (within one sample-chunk column) of ``array``:
-    ``rewrite(samples, variants)`` for each variant chunk (``variants`` is None for 1-d arrays)."""
+def _positions(array, axis: int, lo: int, hi: int) -> list[tuple[slice, slice | None]]:
+    """``(samples, variants)`` of each block of samples ``lo:hi`` (within one sample-chunk column)
+    of ``array``: one per variant chunk (``variants`` is None for 1-d arrays)."""
     samples = slice(lo, hi)
     if axis == 0:
-        return [functools.partial(rewrite, samples, None)]
+        return [(samples, None)]
     n, step = array.shape[0], array.chunks[0]
-    return [functools.partial(rewrite, samples, slice(v0, min(n, v0 + step))) for v0 in range(0, n, step)]
+    return [(samples, slice(v0, min(n, v0 + step))) for v0 in range(0, n, step)]
+
+
+def array_blocks(array, axis: int, lo: int, hi: int, rewrite) -> list[Block]:
+    """The :class:`Block` s of samples ``lo:hi`` of ``array``, each ``rewrite(array, samples, variants)``."""
+    return [Block(array, samples, variants, rewrite)
+            for samples, variants in _positions(array, axis, lo, hi)]
+
+
+def column_blocks(array, axis: int, lo: int, hi: int,
+                  rewrite: Callable[[slice, slice | None], int]) -> list[Callable[[], int]]:
+    """The same blocks as closures ``rewrite(samples, variants)``, for work that stays local."""
+    return [functools.partial(rewrite, samples, variants)
+            for samples, variants in _positions(array, axis, lo, hi)]
 
 
 def trailing_chunks(array) -> int:
@@ -48,7 +79,7 @@ def trailing_chunks(array) -> int:
     return n
 
 
-def run_blocks(blocks: Iterable[Block], *, on_block: Callable[[int], None] | None = None,
+def run_blocks(blocks: Iterable[Callable[[], int]], *, on_block: Callable[[int], None] | None = None,
                workers: int | None = None, progress: str | None = None) -> int:
     """Run every block, ``workers`` at a time (default: one per core); returns the chunks written.
     The first failure stops the rest and is raised. ``progress``: a tqdm bar with that label,
@@ -94,17 +125,17 @@ def run_blocks(blocks: Iterable[Block], *, on_block: Callable[[int], None] | Non
     return written
 
 
-def reencode_array(src, dst, *, progress: str | None = None) -> int:
-    """Decode every block of sample array ``src`` (samples on axis 1) and encode it into ``dst``
-    (same shape and chunks; its own codec and dtype); returns the chunks written."""
-
-    def rewrite(samples, variants):
-        dst[variants, samples] = read_by_source_chunk(src, variants, samples)
-        return trailing_chunks(dst)
-
+def reencode_blocks(src, dst) -> list[Block]:
+    """The blocks that decode all of sample array ``src`` (samples on axis 1) and encode it into
+    ``dst`` (same shape and chunks; its own codec and dtype)."""
     s, n = dst.chunks[1], dst.shape[1]
-    blocks = [b for lo in range(0, n, s) for b in column_blocks(dst, 1, lo, min(lo + s, n), rewrite)]
-    return run_blocks(blocks, progress=progress)
+    rewrite = functools.partial(_decode_into, src=src)
+    return [b for lo in range(0, n, s) for b in array_blocks(dst, 1, lo, min(lo + s, n), rewrite)]
+
+
+def _decode_into(dst, samples, variants, *, src) -> int:
+    dst[variants, samples] = read_by_source_chunk(src, variants, samples)
+    return trailing_chunks(dst)
 
 
 def release_freed_memory() -> None:

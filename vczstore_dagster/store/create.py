@@ -10,8 +10,9 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import check_batch_id, open_batch
-from vczstore_dagster.store.blocks import reencode_array
-from vczstore_dagster.store.chunkcopy import column_copies, copy_chunks
+from vczstore_dagster.store.blocks import reencode_blocks, trailing_chunks
+from vczstore_dagster.store.chunkcopy import column_copies
+from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.ledger import BatchRecord, Ledger, now, write_ledger
 from vczstore_dagster.store.location import (
@@ -33,14 +34,17 @@ class InitResult:
     num_samples: int
     snapshot_id: str | None
     batch_id: str | None
+    cluster: ClusterWork | None = None  # what ran on a Dask cluster
 
 
 def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backend: str = "icechunk",
                zarr_format: int = 3, samples_chunk_size: int | None = None, batch_id: str | None = None,
-               float_compression: str | None = None, progress: bool = False) -> InitResult:
+               float_compression: str | None = None, progress: bool = False,
+               dask_scheduler: str | Cluster | None = None) -> InitResult:
     """Create a new store at ``url`` (it must not exist yet). ``float_compression``
     (``CNAME:LEVEL[:SHUFFLE]``, blosc) re-encodes the float ``call_*`` fields instead of keeping
-    the source's codec; batches converted ``--like`` the store follow it."""
+    the source's codec; batches converted ``--like`` the store follow it. ``dask_scheduler``: copy
+    and re-encode the chunks on that Dask cluster (an address, or ``local``)."""
     float_codec = parse_float_compression(float_compression) if float_compression is not None else None
     if (from_vcz is None) == (not variants):
         raise InvalidInputError("init needs exactly one of --from VCZ or --variants SOURCE")
@@ -74,12 +78,14 @@ def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backe
         ledger = Ledger.new()
         if batch_id is not None:
             ledger.batches.append(BatchRecord(batch_id, 0, n, now(), None))
-        snapshot = _write_new_store(location, backend, zarr_format, group, ledger, progress,
-                                    float_codec=float_codec, message=f"init: {n} samples, {schema.num_variants(group)} variants"
-                                    + (f" (batch {batch_id})" if batch_id else ""),
-                                    batch_id=batch_id)
+        with connect(dask_scheduler) as cluster:
+            snapshot = _write_new_store(location, backend, zarr_format, group, ledger, progress,
+                                        float_codec=float_codec, message=f"init: {n} samples, {schema.num_variants(group)} variants"
+                                        + (f" (batch {batch_id})" if batch_id else ""),
+                                        batch_id=batch_id, cluster=cluster)
+            ran = cluster.take_work() if cluster is not None else None
         num_variants = schema.num_variants(group)
-    return InitResult(url, backend, num_variants, n, snapshot, batch_id)
+    return InitResult(url, backend, num_variants, n, snapshot, batch_id, ran)
 
 
 def _check_new_samples(batch) -> None:
@@ -141,7 +147,7 @@ def _copy_values(src, dst) -> None:
 
 
 def _write_new_store(location, backend, zarr_format, source, ledger, progress, message, batch_id,
-                     float_codec=None):
+                     float_codec=None, cluster=None):
     import icechunk
     import zarr
 
@@ -153,7 +159,7 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
         with location.write_lock():
             session = repo.writable_session("main")
             root = zarr.open_group(session.store, mode="w", zarr_format=3)
-            copy_group(source, root, progress=progress, float_codec=float_codec)
+            copy_group(source, root, progress=progress, float_codec=float_codec, cluster=cluster)
             write_ledger(root, ledger)
             meta = {"operation": "init", "num_samples": ledger.batches[0].num_samples if ledger.batches else 0}
             if batch_id:
@@ -163,40 +169,44 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
         return snapshot
     zstore = location.zarr_store(read_only=False)
     root = zarr.open_group(zstore, mode="w", zarr_format=zarr_format)
-    copy_group(source, root, progress=progress, float_codec=float_codec)
+    copy_group(source, root, progress=progress, float_codec=float_codec, cluster=cluster)
     write_ledger(root, ledger)
     zarr.consolidate_metadata(zstore)
     return None
 
 
-def copy_group(src, dst, *, progress: bool = False, float_codec: FloatCodec | None = None) -> None:
+def copy_group(src, dst, *, progress: bool = False, float_codec: FloatCodec | None = None,
+               cluster: Cluster | None = None) -> None:
     """Copy a VCZ group: encoded bytes where the encodings agree, else re-encoded block by block
-    (float ``call_*`` fields too, when ``float_codec`` is given)."""
+    (float ``call_*`` fields too, when ``float_codec`` is given); on ``cluster`` when given."""
     dst.attrs.update(dict(src.attrs))
     same_format = src.metadata.zarr_format == dst.metadata.zarr_format
-    arrays = list(src.arrays())
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(arrays), unit="array", desc="init")
-    for name, array in arrays:
+    blocks, copies = [], []
+    for name, array in src.arrays():
         if name == "region_index" and not same_format:
             continue
         recode = float_codec is not None and name.startswith("call_") and array.dtype.kind == "f"
         compressors = float_codec.compressor(array, dst.metadata.zarr_format) if recode else None
         new = _create_like_converted(dst, name, array, compressors=compressors)
         if array.size == 0:
-            pass
-        elif same_format and not recode:
-            cols = range(-(-array.shape[0] // array.chunks[0]))
-            copy_chunks(column_copies(new, array, 0, cols, 0))
-        else:
-            _copy_blocks(array, new)
+            continue
+        if same_format and not recode:
+            copies += column_copies(new, array, 0, range(-(-array.shape[0] // array.chunks[0])), 0)
+        elif schema.sample_axis(array) == 1:
+            blocks += reencode_blocks(array, new)
+        else:  # small variant arrays, a few chunks at a time
+            _copy_values(array, new)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(copies) + sum(trailing_chunks(b.target) for b in blocks),
+                   unit="chunk", desc="init")
+    try:
+        run_work(blocks, copies, cluster=cluster, on_done=bar.update if bar is not None else None)
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,12 +263,3 @@ def _create_like_converted(group, name, array, *, compressors=None):
         kwargs["attributes"]["_ARRAY_DIMENSIONS"] = list(schema.dims(array))
         kwargs["filters"] = array.filters
     return group.create_array(**kwargs)
-
-
-def _copy_blocks(src, dst) -> None:
-    """Re-encode ``src`` into ``dst`` (same shape and chunks): sample arrays one block (variant
-    chunk × sample chunk) per core, the small variant arrays a few chunks at a time."""
-    if schema.sample_axis(src) != 1:
-        _copy_values(src, dst)
-        return
-    reencode_array(src, dst)

@@ -33,3 +33,7 @@ class ConcurrentWriteError(VczStoreError):
 
 class AuditError(VczStoreError):
     """The written result did not pass its audit; ``main`` was not moved."""
+
+
+class ClusterError(VczStoreError):
+    """The Dask scheduler did not answer, or the cluster lost the chunk work; ``main`` was not moved."""

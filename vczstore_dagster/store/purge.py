@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from vczstore_dagster.store import schema
+from vczstore_dagster.store.cluster import ClusterWork, connect
 from vczstore_dagster.store.ledger import ReleaseRecord, read_ledger, salted_hash, write_ledger
 from vczstore_dagster.store.remove import blank_samples, scrub_attributes
 from vczstore_dagster.store.stats import write_release_stats
@@ -45,9 +46,11 @@ class PurgeResult:
     bytes_deleted: int
     cutoff: str | None
     seconds: float
+    cluster: ClusterWork | None = None  # what the redactions ran on a Dask cluster
 
 
-def purge(store, *, progress: bool = False, settle_seconds: float = 1.5) -> PurgeResult:
+def purge(store, *, progress: bool = False, settle_seconds: float = 1.5,
+          dask_scheduler=None) -> PurgeResult:
     t0 = time.perf_counter()
     if store.backend != "icechunk":
         # Plain Zarr keeps no history: a removal overwrote the only copy of each chunk.
@@ -56,11 +59,12 @@ def purge(store, *, progress: bool = False, settle_seconds: float = 1.5) -> Purg
     ledger = read_ledger(store.readonly_group())
     withdrawn = set(ledger.withdrawn)
     redactions = []
-    if withdrawn:
-        for tag in sorted(repo.list_tags()):
-            redaction = _redact_if_needed(store, tag, ledger.salt, withdrawn, progress)
+    with connect(dask_scheduler, lazy=True) as cluster:  # used if a release needs redacting
+        for tag in sorted(repo.list_tags()) if withdrawn else []:
+            redaction = _redact_if_needed(store, tag, ledger.salt, withdrawn, progress, cluster)
             if redaction is not None:
                 redactions.append(redaction)
+        ran = cluster.take_work() if cluster is not None else None
     if redactions:
         _record_redactions(store, redactions)
     with store.location.write_lock():
@@ -85,10 +89,11 @@ def purge(store, *, progress: bool = False, settle_seconds: float = 1.5) -> Purg
         bytes_deleted=int(summary.bytes_deleted),
         cutoff=cutoff.isoformat(timespec="seconds"),
         seconds=time.perf_counter() - t0,
+        cluster=ran,
     )
 
 
-def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None:
+def _redact_if_needed(store, tag, salt, withdrawn, progress, cluster=None) -> Redaction | None:
     import zarr
 
     repo = store.repo
@@ -107,7 +112,7 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress) -> Redaction | None
         try:
             session = repo.writable_session(wip)
             root = zarr.open_group(session.store, mode="r+")
-            blank_samples(root, hits, progress=progress)
+            blank_samples(root, hits, progress=progress, cluster=cluster)
             scrub_attributes(root, removed_ids)
             ledger = read_ledger(root)
             if ledger.stats_release == tag:

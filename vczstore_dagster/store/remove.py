@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.blocks import column_blocks, run_blocks, trailing_chunks
+from vczstore_dagster.store.blocks import array_blocks, trailing_chunks
+from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.ledger import read_ledger, write_ledger
 from vczstore_dagster.store.transaction import commit
@@ -36,6 +37,7 @@ class RemoveResult:
     attributes_scrubbed: int
     withdrawn_total: int
     seconds: float
+    cluster: ClusterWork | None = None  # what ran on a Dask cluster
 
 
 def parse_sample_list(text: str) -> list[str]:
@@ -44,7 +46,9 @@ def parse_sample_list(text: str) -> list[str]:
     return list(dict.fromkeys(s for s in ids if s and not s.startswith("#")))
 
 
-def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult:
+def remove_samples(store, sample_ids, *, progress: bool = False,
+                   dask_scheduler: str | Cluster | None = None) -> RemoveResult:
+    """``dask_scheduler``: blank the chunk columns on that Dask cluster (an address, or ``local``)."""
     t0 = time.perf_counter()
     requested = list(dict.fromkeys(str(s).strip() for s in sample_ids))
     if not requested or any(s == "" for s in requested):
@@ -57,7 +61,7 @@ def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult
         indexes = locate(group, requested, ledger)
         log.info("removing %d samples from %d sample-chunk column(s)", len(indexes),
                  len(np.unique(indexes // schema.samples_chunk_size(group))))
-        columns, chunks = blank_samples(group, indexes, progress=progress)
+        columns, chunks = blank_samples(group, indexes, progress=progress, cluster=cluster)
         scrubbed = scrub_attributes(group, requested)
         ledger.withdrawn = sorted(set(ledger.withdrawn) | {ledger.hash_sample(s) for s in requested})
         ledger.withdrawals += len(requested)
@@ -76,11 +80,13 @@ def remove_samples(store, sample_ids, *, progress: bool = False) -> RemoveResult
         if set(ids) & set(requested):
             raise AuditError("audit: a removed sample id is still in the store")
 
-    done = commit(store, operation, audit=audit, message=f"remove {len(requested)} samples",
-                  metadata={"operation": "remove", "num_samples": len(requested)})
+    with connect(dask_scheduler) as cluster:
+        done = commit(store, operation, audit=audit, message=f"remove {len(requested)} samples",
+                      metadata={"operation": "remove", "num_samples": len(requested)})
+        ran = cluster.take_work() if cluster is not None else None
     _, columns, chunks, scrubbed, total = done.result
     return RemoveResult(len(requested), done.snapshot_id, columns, chunks, scrubbed, total,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, ran)
 
 
 def locate(group, requested: list[str], ledger) -> np.ndarray:
@@ -97,8 +103,10 @@ def locate(group, requested: list[str], ledger) -> np.ndarray:
     return np.array(sorted(position[s] for s in requested), dtype=np.int64)
 
 
-def blank_samples(group, indexes: np.ndarray, *, progress: bool = False) -> tuple[int, int]:
-    """Overwrite the samples at ``indexes`` with missing values, one pass per touched column."""
+def blank_samples(group, indexes: np.ndarray, *, progress: bool = False,
+                  cluster: Cluster | None = None) -> tuple[int, int]:
+    """Overwrite the samples at ``indexes`` with missing values, one pass per touched column
+    (on ``cluster`` when given)."""
     s = schema.samples_chunk_size(group)
     columns = np.unique(indexes // s)
     blocks = []
@@ -107,13 +115,13 @@ def blank_samples(group, indexes: np.ndarray, *, progress: bool = False) -> tupl
         for c in columns:
             lo, hi = c * s, min((c + 1) * s, array.shape[axis])
             local = indexes[(indexes >= lo) & (indexes < hi)] - lo
-            blocks += column_blocks(array, axis, lo, hi,
-                                    functools.partial(_blank, array, local, _removed_value(name, array)))
-    chunks = run_blocks(blocks, progress="remove" if progress else None)
+            blank = functools.partial(_blank, local=local, value=_removed_value(name, array))
+            blocks += array_blocks(array, axis, lo, hi, blank)
+    chunks, _ = run_work(blocks, cluster=cluster, progress="remove" if progress else None)
     return len(columns), chunks
 
 
-def _blank(array, local, value, samples, variants) -> int:
+def _blank(array, samples, variants, *, local, value) -> int:
     if variants is None:
         block = np.asarray(array[samples])
         block[local] = value

@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.blocks import reencode_array
+from vczstore_dagster.store.blocks import reencode_blocks
+from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.transaction import commit
 
@@ -33,11 +34,14 @@ class WidenResult:
     chunks_rewritten: int
     snapshot_id: str | None
     seconds: float
+    cluster: ClusterWork | None = None  # what ran on a Dask cluster
 
 
-def widen_field(store, field: str, dtype: str, *, progress: bool = False) -> WidenResult:
+def widen_field(store, field: str, dtype: str, *, progress: bool = False,
+                dask_scheduler: str | Cluster | None = None) -> WidenResult:
     """Rewrite ``field`` with integer type ``dtype``, which must hold every value of its own type;
-    refuses anything else with the store untouched."""
+    refuses anything else with the store untouched. ``dask_scheduler``: re-encode on that Dask
+    cluster (an address, or ``local``)."""
     t0 = time.perf_counter()
     if store.backend != "icechunk":
         raise InvalidInputError(
@@ -52,7 +56,9 @@ def widen_field(store, field: str, dtype: str, *, progress: bool = False) -> Wid
         _check(group, field, dtype)
         del group[field]
         target = schema.create_like(group, field, source, dtype=new)
-        return reencode_array(source, target, progress="widen" if progress else None)
+        chunks, _ = run_work(reencode_blocks(source, target), cluster=cluster,
+                             progress="widen" if progress else None)
+        return chunks
 
     def audit(after, chunks):
         array = after[field]
@@ -60,10 +66,13 @@ def widen_field(store, field: str, dtype: str, *, progress: bool = False) -> Wid
             raise AuditError(f"audit: {field} is {array.dtype} {array.shape} after widening, "
                              f"expected {new} {shape}")
 
-    done = commit(store, operation, message=f"widen {field}: {old} to {new}", audit=audit,
-                  metadata={"operation": "widen", "field": field, "from": str(old), "to": str(new)})
+    with connect(dask_scheduler) as cluster:
+        done = commit(store, operation, message=f"widen {field}: {old} to {new}", audit=audit,
+                      metadata={"operation": "widen", "field": field, "from": str(old),
+                                "to": str(new)})
+        ran = cluster.take_work() if cluster is not None else None
     return WidenResult(field, str(old), str(new), done.result, done.snapshot_id,
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, ran)
 
 
 def widens(old, new) -> bool:

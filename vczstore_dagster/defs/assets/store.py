@@ -22,6 +22,14 @@ STORE_CONSISTENT_DESCRIPTION = (
 )
 
 
+def cluster_metadata(work) -> dict:
+    """How much of the chunk work ran on a Dask cluster (nothing when it ran in the step)."""
+    if work is None:
+        return {}
+    return {"dask_tasks": work.tasks, "dask_workers_used": work.workers_used,
+            "dask_workers": work.workers}
+
+
 def _consistent(passed: bool, description: str, **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=STORE_CONSISTENT,
@@ -42,6 +50,7 @@ def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: f
         backend=store.backend or "icechunk",
         batch_id=batch_id,
         float_compression=store.float_compression,
+        dask_scheduler=store.dask_scheduler,
         sample_ids=sample_ids,
     )
     info = call_engine("reading the new store", store_info, store.open(), sample_ids=sample_ids)
@@ -56,6 +65,7 @@ def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: f
             "samples_added": result.num_samples,
             "num_variants": result.num_variants,
             "duration_seconds": round(time.perf_counter() - started, 3),
+            **cluster_metadata(result.cluster),
         },
         check_results=[
             _consistent(
@@ -67,10 +77,10 @@ def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: f
     )
 
 
-def _append(existing, path, batch_id: str, sample_ids, started: float):
+def _append(existing, path, batch_id: str, sample_ids, started: float, dask_scheduler=None):
     result = call_engine(
         "appending the batch", append_batch, existing, str(path), batch_id=batch_id,
-        sample_ids=sample_ids,
+        dask_scheduler=dask_scheduler, sample_ids=sample_ids,
     )
     return dg.MaterializeResult(
         metadata={
@@ -85,6 +95,7 @@ def _append(existing, path, batch_id: str, sample_ids, started: float):
             "fast_path": result.fast_path,
             "commit_attempts": result.attempts,
             "duration_seconds": round(time.perf_counter() - started, 3),
+            **cluster_metadata(result.cluster),
         },
         check_results=[_consistent(True, "audit passed; main moved to the new commit")],
     )
@@ -114,7 +125,7 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, stagin
         result = _create(store, path, batch_id, sample_ids, started)
     else:
         try:
-            result = _append(existing, path, batch_id, sample_ids, started)
+            result = _append(existing, path, batch_id, sample_ids, started, store.dask_scheduler)
         except EngineFailure as failure:
             if failure.error_type == "AuditError":  # main was not moved
                 yield _consistent(False, failure.description)

@@ -10,7 +10,7 @@ import time
 import dagster as dg
 
 from vczstore_dagster.defs.assets import GROUP
-from vczstore_dagster.defs.assets.store import POOL, vcz_store
+from vczstore_dagster.defs.assets.store import POOL, cluster_metadata, vcz_store
 from vczstore_dagster.defs.partitions import withdrawals
 from vczstore_dagster.defs.privacy import call_engine
 from vczstore_dagster.defs.resources import VczStoreResource, WithdrawalsResource
@@ -42,9 +42,11 @@ def sample_withdrawals(
     started = time.perf_counter()
     opened = call_engine("opening the store", store.open, sample_ids=sample_ids)
     removed = call_engine(
-        "removing the samples", remove_samples, opened, sample_ids, sample_ids=sample_ids
+        "removing the samples", remove_samples, opened, sample_ids,
+        dask_scheduler=store.dask_scheduler, sample_ids=sample_ids,
     )
-    purged = call_engine("purging history", purge, opened, sample_ids=sample_ids)
+    purged = call_engine("purging history", purge, opened, dask_scheduler=store.dask_scheduler,
+                         sample_ids=sample_ids)
     redacted = [f"{r.release} → {r.replaced_by}" for r in purged.redacted]
     return dg.MaterializeResult(
         metadata={
@@ -61,5 +63,6 @@ def sample_withdrawals(
             "objects_deleted": purged.objects_deleted,
             "bytes_deleted": dg.MetadataValue.int(purged.bytes_deleted),
             "duration_seconds": round(time.perf_counter() - started, 3),
+            **cluster_metadata(removed.cluster),
         }
     )
