@@ -6,7 +6,7 @@ import dataclasses
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.ledger import BatchRecord, read_ledger
-from vczstore_dagster.store.release import active_samples
+from vczstore_dagster.store.release import Release, active_samples, list_releases
 
 
 @dataclasses.dataclass
@@ -24,7 +24,7 @@ class StoreInfo:
     arrays: list[str]
     bytes: int | None
     batches: list[BatchRecord]
-    releases: list[str]
+    releases: list[Release]  # every release of the store, citable or not, whatever ``ref``
     stale_info_fields: list[str]
     last_commit_message: str | None
     last_commit_time: str | None
@@ -58,7 +58,7 @@ def store_info(store, at: str | None = None) -> StoreInfo:
         arrays=sorted(name for name, _ in group.arrays()),
         bytes=size,
         batches=ledger.batches,
-        releases=[r.name for r in ledger.releases],
+        releases=list_releases(store),
         stale_info_fields=ledger.stale_info_fields,
         last_commit_message=message,
         last_commit_time=when,
