@@ -333,12 +333,10 @@ def _norm_scalar(p: str) -> str:
 
 
 def _norm_gt(gt: str) -> str:
-    # "." and "./." both mean a missing diploid call in a 2-ploid dataset.
-    if gt in (".", "./.", ".|."):
-        return "./."
-    # htslib keeps the phase bit inside each allele's value, and a missing allele has none:
-    # bcftools prints the generator's "0|." as "0/.", vcztools keeps "0|.". Phase of a
-    # half-missing call is therefore not compared.
+    """A GT value in a canonical spelling. Ploidy is kept: "." (a missing haploid call) and
+    "./." (a missing diploid call) differ. Phase is not compared where an allele is missing:
+    htslib keeps the phase bit inside each allele's value and a missing allele has none, so
+    bcftools prints the generator's "0|." as "0/." and ".|." as "./.", vcztools keeps them."""
     alleles = gt.replace("|", "/").split("/")
     if "." in alleles:
         return "/".join(alleles)
@@ -369,6 +367,18 @@ def parse_vcf_text(text: str) -> VcfTable:
                 per_sample[name] = d
         rows.append((chrom, int(pos), vid, ref, alt, qual, flt, per_sample))
     return VcfTable(samples, rows)
+
+
+def haploid_missing(table: VcfTable, samples, contigs) -> VcfTable:
+    """``bcftools merge`` fills a record that one file lacks with "./." for that file's samples,
+    whatever their ploidy; a store knows a haploid sample's missing call is "." (fill in the
+    second slot). Spell the merge's fill as "." for ``samples`` on ``contigs``."""
+    for row in table.rows:
+        if row[0] in contigs:
+            for name in samples:
+                if row[7].get(name, {}).get("GT") == "./.":
+                    row[7][name]["GT"] = "."
+    return table
 
 
 def bcftools_truth(vcf_paths, removed=()) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.ledger import BatchRecord, read_ledger
+from vczstore_dagster.store.location import storage_error
 from vczstore_dagster.store.release import Release, active_samples, list_releases
 
 
@@ -31,6 +32,18 @@ class StoreInfo:
 
 
 def store_info(store, at: str | None = None) -> StoreInfo:
+    """What the store holds at ``at``; a damaged repository file is named (StoreDamagedError)."""
+    if store.backend != "icechunk":
+        return _store_info(store, at)
+    import icechunk
+
+    try:
+        return _store_info(store, at)
+    except icechunk.IcechunkError as exc:
+        raise storage_error(store.location, exc) from exc
+
+
+def _store_info(store, at: str | None) -> StoreInfo:
     group = store.readonly_group(at)
     ledger = read_ledger(group)
     snapshot = message = when = None
