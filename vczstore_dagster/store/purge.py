@@ -28,7 +28,7 @@ import numpy as np
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.ledger import now, read_ledger, salted_hash, write_ledger
-from vczstore_dagster.store.release import create_tag, incomplete_releases, release_commit
+from vczstore_dagster.store.release import INCOMPLETE, create_tag, list_releases
 from vczstore_dagster.store.remove import blank_samples, scrub_attributes
 from vczstore_dagster.store.stats import write_release_stats
 from vczstore_dagster.store.transaction import (
@@ -120,15 +120,17 @@ def purge(store, *, progress: bool = False, grace_seconds: float | None = None) 
 def _complete_releases(store) -> list[str]:
     """Tag the commits of releases whose ``tag`` was interrupted, before history expires them."""
     done = []
-    for name in incomplete_releases(store):
-        snapshot = release_commit(store.repo, name)
-        if snapshot is None:
-            log.warning("release %s was interrupted before its tag and its commit is no longer "
-                        "in the history: run `vczstore tag` with that name again to make it", name)
+    for release in list_releases(store):
+        if release.state != INCOMPLETE:
             continue
-        create_tag(store, name, snapshot)
-        log.warning("release %s: tagged the commit an interrupted `tag` made for it", name)
-        done.append(name)
+        if release.snapshot_id is None:
+            log.warning("release %s was interrupted before its tag and its commit is no longer "
+                        "in the history: run `vczstore tag` with that name again to make it",
+                        release.name)
+            continue
+        create_tag(store, release.name, release.snapshot_id)
+        log.warning("release %s: tagged the commit an interrupted `tag` made for it", release.name)
+        done.append(release.name)
     return done
 
 

@@ -78,27 +78,27 @@ def tag_release(store, name: str, *, message: str | None = None) -> ReleaseResul
     with store.location.write_lock("release"):
         if name in repo.list_tags():
             raise InvalidInputError(f"{store.url}: release {name} already exists (tags are immutable)")
-        ledger = read_ledger(store.readonly_group())
-        stale = ledger.release(name)
-        if stale is not None:
-            _refuse_reuse(store, ledger, name)
-            snapshot = release_commit(repo, name)
-            if snapshot is not None:
-                create_tag(store, name, snapshot)
-                log.warning("release %s: its commit was made on %s but the tag was not (the "
-                            "writer was interrupted); tagged that commit now", name,
-                            stale.created_at)
-                return ReleaseResult(name, snapshot, stale.active_samples, stale.batches,
-                                     completed=True)
+        known = next((r for r in list_releases(store) if r.name == name), None)
+        if known is not None and known.state == REPLACED:
+            raise InvalidInputError(f"{store.url}: release {name} was replaced by "
+                                    f"{known.replaced_by} when it was redacted; tag names cannot "
+                                    "be reused")
+        if known is not None and known.snapshot_id is not None:
+            create_tag(store, name, known.snapshot_id)
+            log.warning("release %s: its commit was made on %s but the tag was not (the writer "
+                        "was interrupted); tagged that commit now", name, known.time)
+            return ReleaseResult(name, known.snapshot_id, known.active_samples, known.batches,
+                                 completed=True)
+        if known is not None:
             log.warning("release %s: interrupted before its tag, and its commit is no longer in "
                         "the history; making the release again from main", name)
 
         def operation(group, parent):
             ledger = read_ledger(group)
             if ledger.release(name) is not None:
-                if stale is None:  # another writer made it meanwhile (S3)
-                    _refuse_reuse(store, ledger, name)
-                    raise InvalidInputError(f"{store.url}: release {name} was made meanwhile")
+                if known is None:  # another writer made it meanwhile (S3)
+                    raise InvalidInputError(f"{store.url}: release {name} was made meanwhile; "
+                                            "tag names cannot be reused")
                 ledger.releases.remove(ledger.release(name))
             previous_withdrawals = sum(r.withdrawals_since_previous for r in ledger.releases)
             record = ReleaseRecord(
@@ -123,13 +123,6 @@ def tag_release(store, name: str, *, message: str | None = None) -> ReleaseResul
     return ReleaseResult(name, done.snapshot_id, record.active_samples, record.batches)
 
 
-def _refuse_reuse(store, ledger, name: str) -> None:
-    replaced_by = ledger.replaced_by(name)
-    if replaced_by is not None:
-        raise InvalidInputError(f"{store.url}: release {name} was replaced by {replaced_by} "
-                                "when it was redacted; tag names cannot be reused")
-
-
 def create_tag(store, name: str, snapshot: str) -> None:
     """Tag ``snapshot`` as release ``name``; done already (by a writer that raced us) is fine."""
     import icechunk
@@ -151,14 +144,6 @@ def release_commit(repo, name: str) -> str | None:
         if meta.get("operation") == "release" and meta.get("release") == name:
             return info.id
     return None
-
-
-def incomplete_releases(store) -> list[str]:
-    """Releases in ``main``'s ledger whose tag was never created (an interrupted ``tag``)."""
-    ledger = read_ledger(store.readonly_group())
-    tags = store.repo.list_tags()
-    return [r.name for r in ledger.releases
-            if r.name not in tags and ledger.replaced_by(r.name) is None]
 
 
 def list_releases(store) -> list[Release]:
