@@ -570,18 +570,9 @@ def pause_env(point: str, marker, until=None, seconds: float = 300) -> dict:
 
 def wait_for_pass(marker, n: int, process: subprocess.Popen | None, timeout: float = 120) -> None:
     """Wait until a paused writer has reached its pause point for the ``n``-th time."""
-    deadline = time.monotonic() + timeout
     marker = pathlib.Path(marker)
-    while True:
-        if marker.exists() and int(marker.read_text() or 0) >= n:
-            return
-        if process is not None and process.poll() is not None:
-            out, err = process.communicate()
-            raise AssertionError(f"process exited ({process.returncode}) before pass {n} of "
-                                 f"{marker.name}:\n{out[-2000:]}\n{err[-4000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{marker} did not reach pass {n} in {timeout}s")
-        time.sleep(0.01)
+    wait_until(lambda: marker.exists() and int(marker.read_text() or 0) >= n, process,
+               f"pass {n} of {marker}", timeout)
 
 
 def release_pass(until, n: int) -> None:
@@ -639,15 +630,20 @@ def wip_branches(store) -> set[str]:
 
 
 def wait_for_file(path, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     path = pathlib.Path(path)
-    while not path.exists():
-        if process.poll() is not None:
+    wait_until(path.exists, process, str(path), timeout)
+
+
+def wait_until(ready, process: subprocess.Popen | None, what: str, timeout: float) -> None:
+    """Poll ``ready()`` until it is true; fail if ``process`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process is not None and process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"process exited ({process.returncode}) before {path.name}:\n"
+            raise AssertionError(f"process exited ({process.returncode}) before {what}:\n"
                                  f"{out[-2000:]}\n{err[-4000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear in {timeout}s")
+            raise AssertionError(f"no {what} in {timeout}s")
         time.sleep(0.01)
 
 

@@ -32,18 +32,19 @@ _held: dict[tuple[str, int], int] = {}  # (lock path, thread) -> depth
 def lock_timeout(explicit: float | None = None) -> float:
     """Seconds a writer waits for the lock: ``explicit``, else ``VCZSTORE_LOCK_TIMEOUT``, else an
     hour."""
-    if explicit is not None:
-        value, source = explicit, "the lock timeout"
-    elif os.environ.get(TIMEOUT_ENV):
-        value, source = os.environ[TIMEOUT_ENV], TIMEOUT_ENV
-    else:
-        return DEFAULT_TIMEOUT
+    return seconds_setting(explicit, TIMEOUT_ENV, DEFAULT_TIMEOUT)
+
+
+def seconds_setting(explicit: float | None, env: str, default: float) -> float:
+    """A duration in seconds: ``explicit``, else the environment variable ``env``, else
+    ``default``; anything but a number of seconds, 0 or more, is an error naming ``env``."""
+    value = explicit if explicit is not None else os.environ.get(env) or default
     try:
         seconds = float(value)
     except ValueError:
-        raise InvalidInputError(f"{source} {value!r} is not a number of seconds") from None
+        raise InvalidInputError(f"{env}={value!r} is not a number of seconds") from None
     if not seconds >= 0:
-        raise InvalidInputError(f"{source} {value!r} must be 0 or more seconds")
+        raise InvalidInputError(f"{env}={value!r}: give 0 or more seconds")
     return seconds
 
 
@@ -95,12 +96,17 @@ def describe_holder(path: str) -> str:
             f"since {info.get('since', '?')})")
 
 
-def _acquire(f, path: str, operation: str, seconds: float) -> None:
+def _locked(f) -> bool:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
+        return True
     except BlockingIOError:
-        pass
+        return False
+
+
+def _acquire(f, path: str, operation: str, seconds: float) -> None:
+    if _locked(f):
+        return
     started = time.monotonic()
     who = describe_holder(path)
     log.warning("%s waits for the store's lock %s, held by %s; giving up after %s", operation,
@@ -110,11 +116,8 @@ def _acquire(f, path: str, operation: str, seconds: float) -> None:
     while True:
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _locked(f):
             return
-        except BlockingIOError:
-            pass
         now = time.monotonic()
         if now - started >= seconds:
             raise LockTimeoutError(

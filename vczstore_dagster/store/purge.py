@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.ledger import now, read_ledger, salted_hash, write_ledger
+from vczstore_dagster.store.lock import seconds_setting
 from vczstore_dagster.store.release import INCOMPLETE, create_tag, list_releases
 from vczstore_dagster.store.remove import blank_samples, scrub_attributes
 from vczstore_dagster.store.stats import write_release_stats
@@ -71,14 +70,7 @@ class PurgeResult:
 def purge_grace(seconds: float | None = None) -> float:
     """How long a writer may run beside a purge on S3: ``seconds``, else
     ``VCZSTORE_PURGE_GRACE_SECONDS``, else an hour."""
-    value = seconds if seconds is not None else os.environ.get(GRACE_ENV) or DEFAULT_GRACE_SECONDS
-    try:
-        grace = float(value)
-    except ValueError:
-        raise InvalidInputError(f"{GRACE_ENV}={value!r} is not a number of seconds") from None
-    if not grace >= 0:
-        raise InvalidInputError(f"purge grace period {value!r} must be 0 or more seconds")
-    return grace
+    return seconds_setting(seconds, GRACE_ENV, DEFAULT_GRACE_SECONDS)
 
 
 def purge(store, *, progress: bool = False, grace_seconds: float | None = None) -> PurgeResult:

@@ -93,5 +93,5 @@ def test_lock_timeout_must_be_seconds(held_store, monkeypatch):
 
     store, url, *_ = held_store
     monkeypatch.setenv("VCZSTORE_LOCK_TIMEOUT", "soon")
-    with pytest.raises(InvalidInputError, match="VCZSTORE_LOCK_TIMEOUT 'soon' is not a number"):
+    with pytest.raises(InvalidInputError, match="VCZSTORE_LOCK_TIMEOUT='soon' is not a number of seconds"):
         tag_release(open_store(url), "r1")
