@@ -356,8 +356,8 @@ class Bench:
 
     def bench_purge(self):
         row = Row("purge (redact 1 release, expire, GC)", Series(),
-                  note="includes the engine's 1.5 s settle before the GC cutoff; redacting the "
-                       "release re-encodes the removed sample's chunk column")
+                  note="includes the wait for a GC cutoff (whole seconds, less one) after main's "
+                       "last commit, 1-2 s; redacting the release re-encodes the removed sample's chunk column")
         self.need("store_purge")
         store, setup = self.store_copy(self.ds.store_purge)
         runs = self.heavy

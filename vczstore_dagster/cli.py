@@ -131,6 +131,12 @@ def _echo_cluster(work) -> None:
                    f"worker(s) at {work.scheduler}")
 
 
+lock_option = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="How long to wait for another writer's lock on a local store before giving up "
+         "(default: VCZSTORE_LOCK_TIMEOUT, else 3600).")
+
+
 def _quiet_libraries(settings: Settings) -> None:
     """Keep Icechunk's Rust warnings and library warnings off the terminal unless -v."""
     if settings.quieted:
@@ -191,11 +197,13 @@ def _configure_logging(ctx: click.Context, verbose: int) -> None:
         ctx.call_on_close(lambda logger=logger, h=h: logger.removeHandler(h))
 
 
-def _open(ctx: click.Context, url: str, storage_options: dict, backend: str | None):
+def _open(ctx: click.Context, url: str, storage_options: dict, backend: str | None,
+          lock_timeout: float | None = None):
     _quiet_libraries(_settings(ctx))
     from vczstore_dagster.store import open_store
 
-    return open_store(url, storage_options=storage_options or None, backend=backend)
+    return open_store(url, storage_options=storage_options or None, backend=backend,
+                      lock_timeout=lock_timeout)
 
 
 def _bytes(n: int | None) -> str:
@@ -375,18 +383,19 @@ def check(ctx, store, batch, storage_options, backend):
 @click.option("--batch-id", default=None, help="Id recorded in the ledger (default: BATCH's name).")
 @click.option("--allow-new-alleles", is_flag=True,
               help="Add the new ALT alleles the batch brings to the store's sites in this commit.")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, backend,
+def append(ctx, store, batch, batch_id, allow_new_alleles, lock_timeout, storage_options, backend,
            dask_scheduler):
     """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit."""
     from vczstore_dagster.store import append_batch
 
     settings = _settings(ctx)
-    result = append_batch(_open(ctx, store, storage_options, backend), batch, batch_id=batch_id,
-                          progress=settings.progress, allow_new_alleles=allow_new_alleles,
-                          dask_scheduler=dask_scheduler)
+    result = append_batch(_open(ctx, store, storage_options, backend, lock_timeout), batch,
+                          batch_id=batch_id, progress=settings.progress,
+                          allow_new_alleles=allow_new_alleles, dask_scheduler=dask_scheduler)
     for f in result.findings:
         if f.severity == "warning":
             click.echo(f"warning: {f.message}", err=True)
@@ -407,10 +416,12 @@ def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, back
 @click.argument("sample_ids", nargs=-1, metavar="SAMPLE...")
 @click.option("--from-file", "from_file", type=click.File("r"), default=None, metavar="F",
               help="More sample ids, one a line ('-' for stdin; blank lines and #comments skipped).")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_scheduler):
+def remove(ctx, store, sample_ids, from_file, lock_timeout, storage_options, backend,
+           dask_scheduler):
     """Withdraw samples from STORE in one commit: their genotypes become missing values and their
     ids are hidden; a withdrawn id can never be appended again. Run `purge` next so that history
     and releases forget them too."""
@@ -423,8 +434,8 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_sch
         raise click.UsageError("give at least one SAMPLE or --from-file F")
 
     settings = _settings(ctx)
-    r = remove_samples(_open(ctx, store, storage_options, backend), ids, progress=settings.progress,
-                       dask_scheduler=dask_scheduler)
+    r = remove_samples(_open(ctx, store, storage_options, backend, lock_timeout), ids,
+                       progress=settings.progress, dask_scheduler=dask_scheduler)
     click.echo(f"removed {r.num_removed} sample(s); {r.withdrawn_total} withdrawn in all")
     click.echo(f"rewritten: {r.columns_rewritten} sample-chunk column(s), {r.chunks_rewritten} "
                f"chunk(s); {r.attributes_scrubbed} attribute(s) scrubbed")
@@ -440,16 +451,17 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_sch
 @click.argument("store")
 @click.argument("field")
 @click.argument("dtype", metavar="TYPE")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def widen(ctx, store, field, dtype, storage_options, backend, dask_scheduler):
+def widen(ctx, store, field, dtype, lock_timeout, storage_options, backend, dask_scheduler):
     """Rewrite FORMAT field FIELD of STORE with the wider integer TYPE (int16, int32, int64) in one
     commit, so that batches with larger values (deeper coverage, say) fit. Icechunk stores only."""
     from vczstore_dagster.store.widen import widen_field
 
     settings = _settings(ctx)
-    r = widen_field(_open(ctx, store, storage_options, backend), field, dtype,
+    r = widen_field(_open(ctx, store, storage_options, backend, lock_timeout), field, dtype,
                     progress=settings.progress, dask_scheduler=dask_scheduler)
     click.echo(f"widened {r.field}: {r.old_dtype} → {r.new_dtype} ({r.chunks_rewritten} chunk(s))")
     click.echo(f"snapshot: {r.snapshot_id}")
@@ -460,22 +472,34 @@ def widen(ctx, store, field, dtype, storage_options, backend, dask_scheduler):
 
 @cli.command()
 @click.argument("store")
+@click.option("--grace", "grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="S3: how long a writer may run beside the purge; the purge waits for writers "
+                   "in flight up to that age and takes older ones for dead (default: "
+                   "VCZSTORE_PURGE_GRACE_SECONDS, else 3600).")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def purge(ctx, store, storage_options, backend, dask_scheduler):
+def purge(ctx, store, grace, lock_timeout, storage_options, backend, dask_scheduler):
     """Make STORE forget withdrawn samples: redact the releases that hold them (re-tagged as
-    NAME-rN), then expire history and garbage-collect. Irreversible."""
+    NAME-rN), then expire history and garbage-collect. Irreversible. Run it again if it was
+    interrupted: it finishes what it started."""
     from vczstore_dagster.store.purge import purge as purge_store
 
     settings = _settings(ctx)
-    r = purge_store(_open(ctx, store, storage_options, backend), progress=settings.progress,
-                    dask_scheduler=dask_scheduler)
+    r = purge_store(_open(ctx, store, storage_options, backend, lock_timeout),
+                    progress=settings.progress, grace_seconds=grace, dask_scheduler=dask_scheduler)
+    for name in r.releases_completed:
+        click.echo(f"completed release {name} (its tag had been interrupted)")
     for red in r.redacted:
+        done = " (finished an interrupted redaction)" if red.resumed else ""
         click.echo(f"redacted release {red.release} → {red.replaced_by} "
-                   f"({red.samples_removed} sample(s) removed; snapshot {red.snapshot_id})")
+                   f"({red.samples_removed} sample(s) removed; snapshot {red.snapshot_id}){done}")
     if not r.redacted:
         click.echo("no release needed redacting")
+    if r.writers_waited_for or r.abandoned_branches_deleted:
+        click.echo(f"writers in flight waited for: {r.writers_waited_for}; temporary branches of "
+                   f"dead writers deleted: {r.abandoned_branches_deleted}")
     click.echo(f"expired {r.snapshots_expired} snapshot(s); deleted {r.chunks_deleted} chunk(s), "
                f"{r.objects_deleted} object(s), {_bytes(r.bytes_deleted)}"
                + (f"; cutoff {r.cutoff}" if r.cutoff else ""))
@@ -487,15 +511,19 @@ def purge(ctx, store, storage_options, backend, dask_scheduler):
 @click.argument("store")
 @click.argument("name")
 @click.option("-m", "--message", default=None, help="A note kept with the release.")
+@lock_option
 @store_options
 @click.pass_context
-def tag(ctx, store, name, message, storage_options, backend):
-    """Tag the head of STORE as release NAME (immutable; Icechunk stores only)."""
+def tag(ctx, store, name, message, lock_timeout, storage_options, backend):
+    """Tag the head of STORE as release NAME (immutable; Icechunk stores only). If a tag of NAME
+    was interrupted after its commit, this tags that commit instead."""
     from vczstore_dagster.store import tag_release
 
-    result = tag_release(_open(ctx, store, storage_options, backend), name, message=message)
+    result = tag_release(_open(ctx, store, storage_options, backend, lock_timeout), name,
+                         message=message)
+    done = " (completed the interrupted release)" if result.completed else ""
     click.echo(f"release {result.name}: snapshot {result.snapshot_id}, "
-               f"{result.active_samples} active samples, {len(result.batches)} batch(es)")
+               f"{result.active_samples} active samples, {len(result.batches)} batch(es){done}")
 
 
 def _batch_list(batches: list[str]) -> str:
@@ -527,9 +555,28 @@ def releases(ctx, store, notes_for, storage_options, backend):
         note = " (plain Zarr stores have no releases)" if opened.backend == "zarr" else ""
         click.echo(f"no releases{note}")
         return
-    rows = [[r.name, _short(r.snapshot_id), r.time or "-", str(r.active_samples),
-             _batch_list(r.batches), r.replaces or "-"] for r in found]
-    click.echo(_table(rows, ["NAME", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES"]))
+    rows = [[r.name, r.state, _short(r.snapshot_id), r.time or "-", str(r.active_samples),
+             _batch_list(r.batches), r.replaces or "-", r.replaced_by or "-"] for r in found]
+    click.echo(_table(rows, ["NAME", "STATE", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES",
+                             "REPLACED_BY"]))
+    for r in found:
+        if not r.citable:
+            click.echo(f"{r.name}: {_release_note(r)}")
+
+
+def _release_note(release) -> str:
+    """Why a release is not citable ("" when it is)."""
+    if release.state == "replaced":
+        when = f" on {release.redacted_at[:10]}" if release.redacted_at else ""
+        return f"replaced by {release.replaced_by}{when}; not citable"
+    if release.state == "incomplete":
+        return f"incomplete: its tag was not made; run `vczstore tag` for {release.name} again"
+    return ""
+
+
+def _release_label(release) -> str:
+    note = _release_note(release)
+    return f"{release.name} ({note})" if note else release.name
 
 
 @cli.command()
@@ -553,7 +600,7 @@ def info(ctx, store, at, storage_options, backend):
     ]
     if i.last_commit_message is not None:
         lines.append(("last commit", f"{i.last_commit_time}  {i.last_commit_message}"))
-    lines.append(("releases", ", ".join(i.releases) if i.releases else "-"))
+    lines.append(("releases", ", ".join(_release_label(r) for r in i.releases) or "-"))
     if i.stale_info_fields:
         lines.append(("stale INFO", ", ".join(i.stale_info_fields)
                       + " (out of date with the current samples)"))

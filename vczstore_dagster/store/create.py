@@ -152,11 +152,12 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
     import zarr
 
     if backend == "icechunk":
-        try:
-            repo = icechunk.Repository.create(location.icechunk_storage(), config=repository_config())
-        except icechunk.IcechunkError as exc:
-            raise storage_error(location, exc) from exc
-        with location.write_lock():
+        with location.write_lock("init"):  # creating the repository writes its refs too
+            try:
+                repo = icechunk.Repository.create(location.icechunk_storage(),
+                                                  config=repository_config())
+            except icechunk.IcechunkError as exc:
+                raise storage_error(location, exc) from exc
             session = repo.writable_session("main")
             root = zarr.open_group(session.store, mode="w", zarr_format=3)
             copy_group(source, root, progress=progress, float_codec=float_codec, cluster=cluster)
@@ -165,7 +166,7 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
             if batch_id:
                 meta["batch_id"] = batch_id
             snapshot = session.commit(message, metadata=meta)
-        repo.save_config()
+            repo.save_config()
         return snapshot
     zstore = location.zarr_store(read_only=False)
     root = zarr.open_group(zstore, mode="w", zarr_format=zarr_format)

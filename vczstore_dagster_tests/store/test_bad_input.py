@@ -301,8 +301,11 @@ def test_batch_that_is_not_a_vcz(store, base, tmp_path, kind):
         with pytest.raises(InvalidInputError) as err:
             op()
         message = str(err.value)
-        assert str(path) in message, message
-        assert re.search(r"not a VCZ|VCZ", message), message
+        expected = {"empty_dir": "not a VCZ (no zarr.json or .zgroup at its root)",
+                    "files": "not a VCZ (no zarr.json or .zgroup at its root)",
+                    "zarr_not_vcz": "not a VCZ (missing ",
+                    "vcf_file": "not a VCZ directory (convert VCF files first)"}[kind]
+        assert message.startswith(f"batch {path}: {expected}"), message
     helpers.assert_unchanged(before, helpers.store_digest(store))
 
 
