@@ -105,7 +105,7 @@ def contig_ranges(batch) -> dict[int, tuple[int, int]]:
                                         " sort the VCF (bcftools sort) and convert again")
             ranges.setdefault(ci, [v0 + a, v0 + b])[1] = v0 + b
             last = ci
-    return {c: (a, b) for c, (a, b) in ranges.items()}
+    return {c: (int(a), int(b)) for c, (a, b) in ranges.items()}
 
 
 class _Planner:

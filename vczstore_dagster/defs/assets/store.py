@@ -7,7 +7,7 @@ import dagster as dg
 
 from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.assets.batches import staged_batch
-from vczstore_dagster.defs.checks import partitioned_check_spec
+from vczstore_dagster.defs.checks import load_settings, partitioned_check_spec
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcz_sample_ids
 from vczstore_dagster.defs.resources import StagingResource, VczStoreResource
@@ -67,10 +67,11 @@ def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: f
     )
 
 
-def _append(existing, path, batch_id: str, sample_ids, started: float):
+def _append(existing, path, batch_id: str, sample_ids, started: float, settings):
+    thresholds, allow_new_alleles = settings
     result = call_engine(
         "appending the batch", append_batch, existing, str(path), batch_id=batch_id,
-        sample_ids=sample_ids,
+        thresholds=thresholds, allow_new_alleles=allow_new_alleles, sample_ids=sample_ids,
     )
     return dg.MaterializeResult(
         metadata={
@@ -114,7 +115,8 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, stagin
         result = _create(store, path, batch_id, sample_ids, started)
     else:
         try:
-            result = _append(existing, path, batch_id, sample_ids, started)
+            result = _append(existing, path, batch_id, sample_ids, started,
+                             load_settings(staging, batch_id, store))
         except EngineFailure as failure:
             if failure.error_type == "AuditError":  # main was not moved
                 yield _consistent(False, failure.description)
