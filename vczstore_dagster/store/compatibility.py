@@ -15,7 +15,7 @@ from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, open_batch
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.findings import SEVERITIES, CompatibilityReport, Finding
-from vczstore_dagster.store.integrity import damaged_chunks
+from vczstore_dagster.store.integrity import damaged_chunks, describe
 from vczstore_dagster.store.plan import recorded_plan
 from vczstore_dagster.store.planner import ALLELE_DIMS, plan_variants
 from vczstore_dagster.store.policy import Thresholds, assess
@@ -40,16 +40,19 @@ def check_new_batch(batch) -> CompatibilityReport:
     """What can be checked of a batch that will create the store: its samples and its chunks."""
     if not isinstance(batch, Batch):
         batch = open_batch(batch)
-    findings = batch_sample_findings(batch) + _chunks(batch, schema.sample_arrays(batch.group))
-    return CompatibilityReport(findings, batch.num_samples)
+    findings = _chunks(batch, list(schema.sample_arrays(batch.group)) + _VARIANTS)
+    return CompatibilityReport(findings or batch_sample_findings(batch), batch.num_samples)
 
 
 def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False,
                         thresholds: Thresholds | None = None) -> CompatibilityReport:
-    findings: list[Finding] = []
-    add = findings.append
     b = batch.group
     name = batch.name
+    shared = [n for n in schema.sample_arrays(group) if n in b]
+    findings: list[Finding] = _chunks(batch, shared + _VARIANTS)
+    if findings:  # nothing more can be read with certainty
+        return CompatibilityReport(findings, batch.num_samples)
+    add = findings.append
     plan, variant_findings = _variants(group, batch, allow_new_alleles, thresholds)
     findings += variant_findings
 
@@ -66,8 +69,6 @@ def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False,
     if batch.num_samples:  # a batch without samples has nothing more to compare
         findings += _compare_fields(group, b, name, bool(plan and plan.new_alleles))
         findings += store_sample_findings(group, batch)
-        shared = [n for n in schema.sample_arrays(group) if n in b]
-        findings += _chunks(batch, shared)
 
     fast = False
     if not any(f.severity == "error" for f in findings):
@@ -237,15 +238,13 @@ def _dtype_fits(src: str, dst: str) -> bool:
         return src == dst
 
 
+_VARIANTS = list(schema.VARIANT_IDENTITY)  # what the check reads of the batch's variant arrays
+
+
 def _chunks(batch: Batch, names) -> list[Finding]:
-    damaged = damaged_chunks(batch.path, batch.group, names)
-    if not damaged:
-        return []
-    first = damaged[0]
-    more = f" ({len(damaged)} damaged chunks in all)" if len(damaged) > 1 else ""
-    return [Finding("chunk_damaged", "error", "fields",
-                    f"batch {batch.name}: chunk {first.key} of array {first.array} cannot be read "
-                    f"({first.why}){more}; copy or convert the batch again")]
+    """Damaged chunks of the arrays the check reads and the append copies: found first."""
+    damaged = damaged_chunks(batch.path, batch.group, [n for n in names if n in batch.group])
+    return [Finding("chunk_damaged", "error", "fields", describe(batch.name, damaged))] if damaged else []
 
 
 def _fast_path(group, batch: Batch) -> bool:

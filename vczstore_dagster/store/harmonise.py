@@ -32,6 +32,7 @@ from vczstore_dagster.store.alleles import add_new_alleles, dim_kind
 from vczstore_dagster.store.blocks import run_blocks
 from vczstore_dagster.store.errors import IncompatibleBatchError, InvalidInputError
 from vczstore_dagster.store.findings import CompatibilityReport
+from vczstore_dagster.store.integrity import damaged_chunks, describe
 from vczstore_dagster.store.layout import consolidate, lay_out_with_offset
 from vczstore_dagster.store.plan import HARMONISATION_ATTR, VariantPlan
 from vczstore_dagster.store.planner import ALLELE_DIMS, plan_variants, plans_by_chunk
@@ -107,6 +108,9 @@ def harmonise_batch(store, batch_path, out_path, *,
     out_path = pathlib.Path(out_path)
     if out_path.exists():
         raise InvalidInputError(f"{out_path}: already exists; choose a new output path")
+    damaged = damaged_chunks(batch.path, batch.group, schema.sample_arrays(batch.group))
+    if damaged:
+        raise InvalidInputError(describe(batch.name, damaged))
     group = store.readonly_group()
     offset = schema.num_samples(group) % schema.samples_chunk_size(group)
     return harmonise_into(group, batch_path, out_path, sample_offset=offset, thresholds=thresholds,

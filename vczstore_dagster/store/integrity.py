@@ -81,3 +81,10 @@ def _decode_problem(array, coords) -> str | None:
     except Exception as exc:  # noqa: BLE001 - whatever the codec raises, the chunk is unreadable
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def describe(batch_name: str, damaged: list[DamagedChunk]) -> str:
+    first = damaged[0]
+    more = f" ({len(damaged)} damaged chunks in all)" if len(damaged) > 1 else ""
+    return (f"batch {batch_name}: chunk {first.key} of array {first.array} cannot be read "
+            f"({first.why}){more}; copy or convert the batch again")
