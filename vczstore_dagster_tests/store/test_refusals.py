@@ -87,8 +87,10 @@ def lengthened(contig, new_length):
     return lambda text: re.sub(rf"(##contig=<ID={contig},length=)\d+", rf"\g<1>{new_length}", text)
 
 
-def assert_refused_everywhere(store, vcf, tmp_path, finding, *words):
-    """Refused on every path, the message naming ``words``; the store byte for byte unchanged."""
+def assert_refused_everywhere(store, vcf, tmp_path, finding, *words, every_path=True):
+    """Refused on every path (``every_path=False``: by ``convert --like``, and by ``check`` and
+    ``append`` of a batch harmonised without judging it), the message naming ``words``; the store
+    byte for byte unchanged."""
     from vczstore_dagster.store import convert_vcfs
 
     before = helpers.store_digest(store)
@@ -99,11 +101,13 @@ def assert_refused_everywhere(store, vcf, tmp_path, finding, *words):
         assert re.search(w, r.stderr), f"{w!r} not in {r.stderr!r}"
     assert not out.exists()
 
-    plain = helpers.bio2zarr_convert([vcf], tmp_path / "plain.vcz", samples_chunk_size=SCHUNK,
-                                     variants_chunk_size=VCHUNK)
     recorded = tmp_path / "recorded.vcz"  # harmonised, not judged: as the Dagster step stages it
     convert_vcfs([str(vcf)], str(recorded), like=store, thresholds=None)
-    for batch in (plain, recorded):
+    batches = [recorded]
+    if every_path:
+        batches.append(helpers.bio2zarr_convert([vcf], tmp_path / "plain.vcz",
+                                                samples_chunk_size=SCHUNK, variants_chunk_size=VCHUNK))
+    for batch in batches:
         r = run("check", store.url, batch)
         assert r.exit_code == 1, r.output
         rows = [line for line in r.stdout.splitlines() if re.match(rf"^error\s+{finding}\s", line)]
@@ -114,9 +118,10 @@ def assert_refused_everywhere(store, vcf, tmp_path, finding, *words):
         assert r.exit_code == 1 and "refused" in r.stderr, r.output
         for w in words:
             assert re.search(w, r.stderr), f"{w!r} not in {r.stderr!r}"
-    r = run("convert", plain, tmp_path / "harmonised.vcz", "--like", store.url)
-    assert r.exit_code == 1 and re.search(words[0], r.stderr), r.output
-    assert not (tmp_path / "harmonised.vcz").exists()
+    if every_path:
+        r = run("convert", batches[1], tmp_path / "harmonised.vcz", "--like", store.url)
+        assert r.exit_code == 1 and re.search(words[0], r.stderr), r.output
+        assert not (tmp_path / "harmonised.vcz").exists()
     helpers.assert_unchanged(before, helpers.store_digest(store))
 
 
@@ -157,7 +162,8 @@ def test_contig_named_another_way(make_store, vcf_batch, tmp_path, store_names, 
     vcf = vcf_batch("T", 5, start=100, num_variants=NV, edit=renamed(batch_names))
     pairs = [(store_names.get(c, c), batch_names.get(c, c)) for c in {**store_names, **batch_names}]
     words = [re.escape(w) for pair in pairs for w in pair]
-    assert_refused_everywhere(store, vcf, tmp_path, "contig_naming", "another way", *words)
+    assert_refused_everywhere(store, vcf, tmp_path, "contig_naming", "another way", *words,
+                              every_path=not store_names)
 
 
 def test_contig_of_another_length(store, vcf_batch, tmp_path):
@@ -265,23 +271,30 @@ def _keeping(n):
     return [s for k, s in enumerate(SITES) if k in keep]
 
 
-@pytest.mark.parametrize("kept, args, refused", [
-    (49, (), True), (50, (), False), (51, (), False),
-    (85, ("--min-site-coverage", "0.9"), True), (85, ("--min-site-coverage", "0.8"), False),
-    (30, ("--min-site-coverage", "0.25"), False), (99, ("--min-site-coverage", "1"), True),
+@pytest.mark.parametrize("kept, verdicts", [
+    # (threshold given, refused): the default 0.5 refuses coverage below it, not at it
+    (49, [(None, True), ("0.49", False), ("0", False)]),
+    (50, [(None, False), ("0.51", True)]),
+    (85, [("0.9", True), ("0.85", False), (None, False)]),
+    (99, [("1", True), ("0.99", False)]),
 ])
-def test_site_coverage_threshold(store, vcf_batch, tmp_path, kept, args, refused):
+def test_site_coverage_threshold(store, vcf_batch, tmp_path, kept, verdicts):
     from vczstore_dagster.store import convert_vcfs
 
     vcf = vcf_batch("T", 5, start=100, num_variants=NV, sites=tuple(_keeping(kept)))
     out = tmp_path / "recorded.vcz"
     plan = convert_vcfs([str(vcf)], str(out), like=store, thresholds=None).harmonisation
     assert (plan.covered, plan.store_sites, plan.dropped) == (kept, NV, 0)
-    r = run("check", store.url, out, *args)
-    assert r.exit_code == (1 if refused else 0), r.output
-    severity = "error" if refused else "warning"
-    row = next(line for line in r.stdout.splitlines() if "site_coverage" in line)
-    assert row.startswith(severity) and f"covers {kept} of the store's {NV} sites" in row, row
+    for threshold, refused in verdicts:
+        args = ("--min-site-coverage", threshold) if threshold else ()
+        r = run("check", store.url, out, *args)
+        assert r.exit_code == (1 if refused else 0), (threshold, r.output)
+        row = next(line for line in r.stdout.splitlines() if "site_coverage" in line)
+        severity = "error" if refused else "warning" if kept < 99 else "info"  # warned below 99%
+        assert row.split()[0] == severity, (threshold, row)
+        assert f"covers {kept} of the store's {NV} sites" in row, row
+    threshold, refused = verdicts[0]
+    args = ("--min-site-coverage", threshold) if threshold else ()
     like = run("convert", vcf, tmp_path / "like.vcz", "--like", store.url, *args)
     assert like.exit_code == (1 if refused else 0), like.output
     if refused:
@@ -302,11 +315,12 @@ def test_append_threshold_overrides_the_default(store, vcf_batch, tmp_path):
     assert r.exit_code == 0 and "warning: batch recorded.vcz covers 40" in r.stderr, r.output
 
 
-@pytest.mark.parametrize("extra, args, refused", [
-    (60, (), False), (110, (), True), (110, ("--max-dropped-fraction", "0.6"), False),
-    (5, ("--max-dropped-fraction", "0"), True),
+@pytest.mark.parametrize("extra, verdicts", [
+    (60, [(None, False), ("0.37", True), ("0.38", False)]),  # 60 of 160: 37.5%
+    (110, [(None, True), ("0.6", False)]),
+    (5, [("0", True), (None, False)]),
 ])
-def test_dropped_records_threshold(store, vcf_batch, tmp_path, extra, args, refused):
+def test_dropped_records_threshold(store, vcf_batch, tmp_path, extra, verdicts):
     from vczstore_dagster.store import convert_vcfs
 
     taken = {(s.contig, s.position) for s in SITES}
@@ -317,11 +331,13 @@ def test_dropped_records_threshold(store, vcf_batch, tmp_path, extra, args, refu
     out = tmp_path / "recorded.vcz"
     plan = convert_vcfs([str(vcf)], str(out), like=store, thresholds=None).harmonisation
     assert (plan.dropped, plan.batch_records, plan.site_coverage) == (extra, NV + extra, 1.0)
-    r = run("check", store.url, out, *args)
-    assert r.exit_code == (1 if refused else 0), r.output
-    row = next(line for line in r.stdout.splitlines() if "dropped_records" in line)
-    assert row.startswith("error" if refused else "warning"), row
-    assert f"{extra} of its {NV + extra} records" in row
+    for threshold, refused in verdicts:
+        args = ("--max-dropped-fraction", threshold) if threshold else ()
+        r = run("check", store.url, out, *args)
+        assert r.exit_code == (1 if refused else 0), (threshold, r.output)
+        row = next(line for line in r.stdout.splitlines() if "dropped_records" in line)
+        assert row.split()[0] == ("error" if refused else "warning"), (threshold, row)
+        assert f"{extra} of its {NV + extra} records" in row
 
 
 def test_batch_lacking_a_tenth_of_the_sites_appends_with_a_warning(store, base, vcf_batch,
