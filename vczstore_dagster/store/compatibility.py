@@ -83,33 +83,41 @@ def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False,
 
 
 def _variants(group, batch: Batch, allow_new_alleles, thresholds):
-    """The plan (recorded, or made now) and the findings about the batch's variants."""
+    """The plan (recorded by harmonisation, or made now) and the findings about the batch's
+    variants: a harmonised batch's variant arrays must be the store's; a batch converted elsewhere
+    must have the store's records in the store's places (the plan's walk says so)."""
     name, b = batch.name, batch.group
     try:
         plan = recorded_plan(b, name)
     except InvalidInputError as exc:
         return None, [Finding("plan_outdated", "error", "variants", str(exc))]
-    new_sites = {n.variant for n in plan.new_alleles} if plan else set()
     out = []
-    nv_store, nv_batch = schema.num_variants(group), schema.num_variants(b)
-    if nv_store != nv_batch:
-        out.append(Finding("variant_count", "error", "variants",
-                           f"batch {name} has {nv_batch} variants; the store has {nv_store}"))
-    else:
-        out += _compare_variants(group, b, name, new_sites)
-    mismatch = bool(out)
     if plan is None:
         try:
             plan = plan_variants(group, b)
         except InvalidInputError as exc:  # records out of order
-            return None, [*out, Finding("variant_order", "error", "variants",
-                                        str(exc).replace("batch:", f"batch {name}:", 1))]
-        if mismatch:
+            return None, [*_identity(group, b, name), Finding(
+                "variant_order", "error", "variants", str(exc).replace("batch:", f"batch {name}:", 1))]
+        same_contigs = list(schema.strings(group["contig_id"][...])) == list(
+            schema.strings(b["contig_id"][...]))
+        if plan.harmonised or not same_contigs:
+            out += _identity(group, b, name)
             out.append(Finding("harmonisation_needed", "info", "variants",
                                f"batch {name} is not harmonised to the store's variants "
                                f"({plan.summary()}): convert its VCFs with --like STORE"))
+    else:
+        out += _identity(group, b, name, {n.variant for n in plan.new_alleles})
     out += assess(plan, name, thresholds, allow_new_alleles=allow_new_alleles)
     return plan, out
+
+
+def _identity(group, b, name, new_sites=frozenset()) -> list[Finding]:
+    """Where the batch's variant arrays differ from the store's (after new alleles, if any)."""
+    nv_store, nv_batch = schema.num_variants(group), schema.num_variants(b)
+    if nv_store != nv_batch:
+        return [Finding("variant_count", "error", "variants",
+                        f"batch {name} has {nv_batch} variants; the store has {nv_store}")]
+    return _compare_variants(group, b, name, new_sites)
 
 
 def _compare_variants(group, b, name, new_sites=frozenset()) -> list[Finding]:

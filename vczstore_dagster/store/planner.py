@@ -30,12 +30,11 @@ def plan_variants(store, batch) -> VariantPlan:
     """What harmonising ``batch`` (a zarr group) to ``store`` (a zarr group) does, with its
     coverage figures and signs of another reference; reads only the variant arrays."""
     plan = VariantPlan()
-    width = store["variant_allele"].shape[1]
-    for _, _, plans in plans_by_chunk(store, batch, plan):
-        for p in plans:
-            width = max(width, len(p.alleles))
+    for _ in _Planner(store, batch, plan, sites=False).blocks():
+        pass
     plan.harmonised = plan.harmonised or plan.changed or (
         schema.num_variants(store) != schema.num_variants(batch))
+    width = max([n.existing + len(n.alleles) for n in plan.new_alleles], default=0)
     if width > store["variant_allele"].shape[1]:
         plan.widths = allele_widths(store, width)
     _diagnose(store, batch, plan)
@@ -70,7 +69,8 @@ def num_genotypes(n_alleles: int, ploidy: int = 2) -> int:
 
 
 def plans_by_chunk(store, batch, plan: VariantPlan):
-    """``(v0, v1, [SitePlan, ...])`` for each store variant chunk; counts go to ``plan``."""
+    """``(v0, v1, [SitePlan, ...])`` for each store variant chunk (what harmonising writes);
+    counts go to ``plan``."""
     planner = _Planner(store, batch, plan)
     chunk = schema.variants_chunk_size(store)
     blocks = planner.blocks()
@@ -109,10 +109,15 @@ def contig_ranges(batch) -> dict[int, tuple[int, int]]:
 
 
 class _Planner:
-    """Plans the store's sites block by block; ``plan`` collects the counts as it goes."""
+    """Plans the store's sites block by block; ``plan`` collects the counts as it goes. With
+    ``sites=False`` the store sites a batch has as they are get no :class:`SitePlan` (None):
+    counting them is all a check needs."""
 
-    def __init__(self, store, batch, plan: VariantPlan, block: int | None = None):
-        self.s, self.b, self.plan = store, batch, plan
+    def __init__(self, store, batch, plan: VariantPlan, block: int | None = None, sites: bool = True):
+        self.plan, self.sites = plan, sites
+        self.s_contig, self.s_pos, self.s_allele = (
+            _Chunked(store[n]) for n in ("variant_contig", "variant_position", "variant_allele"))
+        self.b_pos, self.b_allele = (_Chunked(batch[n]) for n in ("variant_position", "variant_allele"))
         self.n = schema.num_variants(store)
         self.block = block or schema.variants_chunk_size(store)
         self.contigs = list(schema.strings(store["contig_id"][...]))
@@ -140,13 +145,13 @@ class _Planner:
                 name = self.b_contigs[bc]
                 self.plan.dropped += left
                 self.plan.contig(name).dropped += left
-                self.plan.note("dropped", f"{name}:{int(self.b['variant_position'][self.cursor[bc]])}")
+                self.plan.note("dropped", f"{name}:{int(self.b_pos[self.cursor[bc]:][0])}")
 
     def _block_end(self, v0: int) -> int:
         v1 = min(self.n, v0 + self.block)
         while v1 < self.n:
-            c = np.asarray(self.s["variant_contig"][v1 - 1 : v1 + self.block])
-            p = np.asarray(self.s["variant_position"][v1 - 1 : v1 + self.block])
+            c = self.s_contig[v1 - 1 : v1 + self.block]
+            p = self.s_pos[v1 - 1 : v1 + self.block]
             same = (c[1:] == c[0]) & (p[1:] == p[0])
             if not same.all():
                 return v1 + int(np.argmin(same))
@@ -154,29 +159,29 @@ class _Planner:
         return v1
 
     def _plan(self, v0: int, v1: int) -> list[SitePlan]:
-        contig = np.asarray(self.s["variant_contig"][v0:v1])
-        pos = np.asarray(self.s["variant_position"][v0:v1])
-        alleles = allele_rows(self.s["variant_allele"][v0:v1])
+        contig = self.s_contig[v0:v1]
+        pos = self.s_pos[v0:v1]
+        alleles = schema.strings(self.s_allele[v0:v1])
         plans: list[SitePlan | None] = [None] * (v1 - v0)
         runs = np.flatnonzero(np.diff(contig)) + 1
         for a, b in zip([0, *runs], [*runs, v1 - v0], strict=True):
             self._plan_contig(int(contig[a]), pos[a:b], alleles[a:b], plans, a, v0)
         return plans
 
-    def _plan_contig(self, c, pos, alleles, plans, offset, v0) -> None:
+    def _plan_contig(self, c, pos, raw_alleles, plans, offset, v0) -> None:
         name = self.contigs[c]
         counts = self.plan.contig(name)
         counts.store_sites += len(pos)
         bc = self.batch_contig.get(c)
         if bc is None or bc not in self.ranges:
-            for i, al in enumerate(alleles):
+            for i, al in enumerate(allele_rows(raw_alleles)):
                 plans[offset + i] = SitePlan(al, len(al))
                 self._missing(name, pos[i])
             return
         start, stop = self.ranges[bc]
         cur = self.cursor[bc]
         end = self._advance(cur, stop, int(pos[-1]))
-        bpos = np.asarray(self.b["variant_position"][cur:end]).astype(np.int64)
+        bpos = self.b_pos[cur:end].astype(np.int64)
         if len(bpos) and (np.any(np.diff(bpos) < 0) or bpos[0] < self.last_pos.get(bc, -1)):
             raise InvalidInputError(f"batch: variants of contig {name} are not sorted "
                                     "by position; sort the VCF (bcftools sort) and convert again")
@@ -184,14 +189,20 @@ class _Planner:
             self.last_pos[bc] = int(bpos[-1])
         for s, n in contigs.position_hits(pos, bpos).items():
             counts.hits[s] += n
-        balleles = allele_rows(self.b["variant_allele"][cur:end]) if end > cur else []
+        raw_balleles = schema.strings(self.b_allele[cur:end])
         self.cursor[bc] = end
-        used = np.zeros(end - cur, dtype=bool)
-        if len(bpos) == len(pos) and np.array_equal(bpos, pos) and balleles == alleles:
-            for i, al in enumerate(alleles):  # the common case: the same records
-                plans[offset + i] = SitePlan(al, len(al), (Source(cur + i, tuple(range(len(al)))),))
-            counts.covered += len(pos)
+        if len(bpos) == len(pos) and np.array_equal(bpos, pos) and _same_rows(raw_alleles,
+                                                                              raw_balleles):
+            counts.covered += len(pos)  # the common case: the same records
+            if cur != v0 + offset:
+                self.plan.harmonised = True  # ... in other places
+            if self.sites:
+                for i, al in enumerate(allele_rows(raw_alleles)):
+                    plans[offset + i] = SitePlan(al, len(al),
+                                                 (Source(cur + i, tuple(range(len(al)))),))
             return
+        alleles, balleles = allele_rows(raw_alleles), allele_rows(raw_balleles)
+        used = np.zeros(end - cur, dtype=bool)
         by_pos: dict[int, list[int]] = {}
         for j, p in enumerate(bpos):
             by_pos.setdefault(int(p), []).append(j)
@@ -219,10 +230,10 @@ class _Planner:
 
     def _advance(self, cur: int, stop: int, p_hi: int) -> int:
         """The first batch index at or after ``cur`` whose position is beyond ``p_hi``."""
-        step = schema.variants_chunk_size(self.b)
+        step = self.b_pos.step
         j = cur
         while j < stop:
-            chunk = np.asarray(self.b["variant_position"][j : min(stop, j + step)])
+            chunk = self.b_pos[j : min(stop, j + step)]
             k = int(np.searchsorted(chunk, p_hi, side="right"))
             if k < len(chunk):
                 return j + k
@@ -257,6 +268,39 @@ class _Planner:
         elif sources[0].index != variant:
             self.plan.harmonised = True  # same records, other places
         return site_plan
+
+
+def _same_rows(a, b) -> bool:
+    """Two blocks of ``variant_allele`` (as str) hold the same alleles, whatever their padding."""
+    width = max(a.shape[1], b.shape[1])
+    pad = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values="") for x in (a, b)]
+    return pad[0].shape == pad[1].shape and bool(np.all(pad[0] == pad[1]))
+
+
+class _Chunked:
+    """Slices of an array along its first axis, read one whole chunk at a time and the last few
+    chunks kept: the walk reads each chunk of a variant array once."""
+
+    KEPT = 4
+
+    def __init__(self, array):
+        self.array, self.step, self.size = array, array.chunks[0], array.shape[0]
+        self.chunks: dict[int, np.ndarray] = {}
+
+    def _chunk(self, k: int) -> np.ndarray:
+        if k not in self.chunks:
+            if len(self.chunks) >= self.KEPT:
+                del self.chunks[next(iter(self.chunks))]
+            self.chunks[k] = np.asarray(self.array[k * self.step : (k + 1) * self.step])
+        return self.chunks[k]
+
+    def __getitem__(self, sel: slice) -> np.ndarray:
+        start, stop = max(0, sel.start or 0), min(self.size, self.size if sel.stop is None else sel.stop)
+        if stop <= start:
+            return self._chunk(0)[:0] if self.size else np.asarray(self.array[0:0])
+        parts = [self._chunk(k)[max(start, k * self.step) - k * self.step : stop - k * self.step]
+                 for k in range(start // self.step, (stop - 1) // self.step + 1)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _ploidy_ref(bpos, p, cur, start, stop) -> int:
