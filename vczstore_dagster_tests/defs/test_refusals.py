@@ -168,3 +168,15 @@ def test_run_config_lowers_the_threshold_and_allows_new_alleles(world):
     result = ingest(world, "new-alt", {"allow_new_alleles": True})
     assert result.success, [e.description for e in check_evaluations(result).values()]
     assert schema.num_samples(open_store(world.project.store_url).readonly_group()) == before + 8
+
+
+def test_thresholds_from_the_environment(monkeypatch, tmp_path):
+    from vczstore_dagster.defs.resources import resources_from_env
+
+    monkeypatch.setenv("VCZSTORE_MIN_SITE_COVERAGE", "0.3")
+    monkeypatch.setenv("VCZSTORE_MAX_DROPPED_FRACTION", "0.8")
+    store = resources_from_env(tmp_path)["store"]
+    assert (store.min_site_coverage, store.max_dropped_fraction) == (0.3, 0.8)
+    monkeypatch.setenv("VCZSTORE_MIN_SITE_COVERAGE", "50%")
+    with pytest.raises(ValueError, match="VCZSTORE_MIN_SITE_COVERAGE"):
+        resources_from_env(tmp_path)
