@@ -29,6 +29,7 @@ from vczstore_dagster.store.blocks import (
 from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies, copy_chunks
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
+from vczstore_dagster.store.findings import refusal
 from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
 from vczstore_dagster.store.policy import Thresholds
 from vczstore_dagster.store.transaction import commit, pause_for_tests
@@ -146,9 +147,7 @@ def _refuse_if_bad(report: CompatibilityReport, batch: Batch, batch_id: str, led
     if batch_id in ledger.batch_ids():
         raise IncompatibleBatchError(f"batch {batch_id} is already in the store", report)
     if not report.ok:
-        raise IncompatibleBatchError(
-            f"batch {batch.name} refused: " + "; ".join(f.message for f in report.errors), report
-        )
+        raise IncompatibleBatchError(refusal(batch.name, report.errors), report)
 
 
 def _digest(values) -> str:

@@ -53,3 +53,9 @@ class CompatibilityReport:
         if self.ok:
             return self.summary()
         return "; ".join(f.public_message for f in self.errors)
+
+
+def refusal(name: str, errors) -> str:
+    """One line refusing batch ``name`` for its error findings."""
+    return f"batch {name} refused: " + "; ".join(
+        f.message.removeprefix(f"batch {name}: ").removeprefix(f"batch {name} ") for f in errors)

@@ -31,7 +31,7 @@ from vczstore_dagster.store import missing, schema
 from vczstore_dagster.store.alleles import add_new_alleles, dim_kind
 from vczstore_dagster.store.blocks import run_blocks
 from vczstore_dagster.store.errors import IncompatibleBatchError, InvalidInputError
-from vczstore_dagster.store.findings import CompatibilityReport
+from vczstore_dagster.store.findings import CompatibilityReport, refusal
 from vczstore_dagster.store.integrity import damaged_chunks, describe
 from vczstore_dagster.store.layout import consolidate, lay_out_with_offset
 from vczstore_dagster.store.plan import HARMONISATION_ATTR, VariantPlan
@@ -51,8 +51,7 @@ def refuse_if_wrong(plan: VariantPlan, name: str, thresholds: Thresholds | None)
     findings = assess(plan, name, thresholds, allow_new_alleles=True)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
-        raise IncompatibleBatchError(f"batch {name} refused: " + "; ".join(f.message for f in errors),
-                                     CompatibilityReport(findings, plan=plan))
+        raise IncompatibleBatchError(refusal(name, errors), CompatibilityReport(findings, plan=plan))
 
 
 def harmonise_into(store, src_path, dst_path, *, sample_offset: int = 0,

@@ -45,6 +45,8 @@ def _diagnose(store, batch, plan: VariantPlan) -> None:
     """Contigs named another way, contig lengths that differ, positions shifted by one."""
     store_names = list(schema.strings(store["contig_id"][...]))
     batch_names = list(schema.strings(batch["contig_id"][...]))
+    plan.contigs = {**{n: plan.contigs[n] for n in store_names if n in plan.contigs},
+                    **plan.contigs}  # the store's contigs first, in its order
     with_records = [n for n in batch_names if plan.contigs.get(n) and plan.contigs[n].records]
     plan.aliases = contigs.aliases(store_names, with_records)
     pairs = [(n, n) for n in store_names if n in batch_names]

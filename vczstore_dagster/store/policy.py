@@ -75,7 +75,7 @@ def _listed(items, shown: int = SHOWN) -> str:
 def _naming(plan: VariantPlan, name: str) -> list[Finding]:
     if not plan.aliases:
         return []
-    pairs = [f"{b} (the store's {s}, {plan.contigs[b].records} records)" for b, s in plan.aliases]
+    pairs = [f"{b} ({s} in the store; {plan.contigs[b].records} records)" for b, s in plan.aliases]
     return [_finding(
         "contig_naming", "error",
         f"batch {name} names contigs another way than the store: {_listed(pairs)}; none of their "
@@ -165,7 +165,7 @@ def _remapped(plan: VariantPlan, name: str) -> list[Finding]:
 def _new_alleles(plan: VariantPlan, name: str, allowed: bool) -> Finding:
     first = plan.new_alleles[0]
     text = (f"batch {name}: {plan.num_new_alleles} new ALT allele(s) at {len(plan.new_alleles)} "
-            f"store site(s), first {','.join(first.alleles)} at {first.site}")
+            f"store site(s), first at {first.site}: {','.join(first.alleles)}")
     if allowed:
         return _finding("new_alleles", "info", text + "; they are added to the store with the append")
     return _finding("new_alleles", "error",

@@ -133,7 +133,7 @@ def test_batch_without_samples(store, tmp_path):
     assert not (tmp_path / "like.vcz").exists()
     plain = tmp_path / "zero.vcz"
     assert run("convert", sites_only, plain).exit_code == 0
-    assert_check_and_append_refuse(store, plain, "no_samples", "zero.vcz has no samples")
+    assert_check_and_append_refuse(store, plain, "no_samples", "zero.vcz", "has no samples")
     r = run("check", store.url, plain)
     assert "field_missing" not in r.stdout and "call_AD" not in r.stdout, r.stdout
     r = run("init", tmp_path / "new", "--from", plain)
