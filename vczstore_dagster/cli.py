@@ -137,6 +137,37 @@ lock_option = click.option(
          "(default: VCZSTORE_LOCK_TIMEOUT, else 3600).")
 
 
+def threshold_options(f):
+    """--min-site-coverage and --max-dropped-fraction (the engine's Thresholds)."""
+    f = click.option(
+        "--max-dropped-fraction", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+        help="Refuse a batch more than this share of whose records are at no store site and "
+             "would be dropped (default 0.5; 1 turns it off).")(f)
+    return click.option(
+        "--min-site-coverage", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+        help="Refuse a batch that covers less than this share of the store's sites, the rest "
+             "filled with missing values (default 0.5; 0 turns it off).")(f)
+
+
+def _thresholds(min_site_coverage, max_dropped_fraction):
+    from vczstore_dagster.store import Thresholds
+
+    return Thresholds.of(min_site_coverage, max_dropped_fraction)
+
+
+def _coverage_table(plan) -> str:
+    """Per contig and overall: the store's sites the batch covers, the batch's records dropped."""
+    from vczstore_dagster.store.plan import percent
+
+    rows = [[name, str(c.store_sites), str(c.covered), percent(c.site_coverage), str(c.records),
+             str(c.dropped), percent(c.dropped_fraction)]
+            for name, c in plan.contigs.items() if c.store_sites or c.records]
+    rows.append(["all", str(plan.store_sites), str(plan.covered), percent(plan.site_coverage),
+                 str(plan.batch_records), str(plan.dropped), percent(plan.dropped_fraction)])
+    return _table(rows, ["CONTIG", "STORE SITES", "COVERED", "COVERAGE", "BATCH RECORDS",
+                         "DROPPED", "DROPPED %"])
+
+
 def _quiet_libraries(settings: Settings) -> None:
     """Keep Icechunk's Rust warnings and library warnings off the terminal unless -v."""
     if settings.quieted:
@@ -325,46 +356,82 @@ def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_siz
               help="Zarr format of the output (default 3; not with --like).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes for bio2zarr (0: in this process).")
+@threshold_options
 @store_options
 @click.pass_context
 def convert(ctx, vcfs, out, like, variants_chunk_size, samples_chunk_size, zarr_format, workers,
-            storage_options, backend):
-    """Convert VCF file(s) into a VCZ batch at OUT (unindexed VCFs are indexed on the way)."""
+            min_site_coverage, max_dropped_fraction, storage_options, backend):
+    """Convert VCF file(s) into a VCZ batch at OUT (unindexed VCFs are indexed on the way).
+
+    With --like STORE the batch is harmonised to the store's variant set and refused when it
+    covers too few of the store's sites, would drop too many of its records, or is on another
+    reference (contig names, contig lengths, positions shifted by one). A VCZ directory given
+    instead of VCF files (one converted elsewhere) is harmonised the same way."""
+    thresholds = [min_site_coverage, max_dropped_fraction]
     if like is not None:
         clash = [name for name, value in (("--variants-chunk-size", variants_chunk_size),
                                           ("--samples-chunk-size", samples_chunk_size),
                                           ("--zarr-format", zarr_format)) if value is not None]
         if clash:
             raise click.UsageError(f"{', '.join(clash)}: not with --like (the store decides)")
-    elif storage_options or backend:
-        raise click.UsageError("--storage-option and --backend apply to the --like store")
+    elif storage_options or backend or thresholds != [None, None]:
+        raise click.UsageError("--storage-option, --backend, --min-site-coverage and "
+                               "--max-dropped-fraction go with --like STORE")
     settings = _settings(ctx)
     _quiet_libraries(settings)
-    from vczstore_dagster.store import convert_vcfs
+    from vczstore_dagster.store import convert_vcfs, harmonise_batch
 
     template = _open(ctx, like, storage_options, backend) if like is not None else None
-    result = convert_vcfs(list(vcfs), out, like=template, progress=settings.progress,
-                          worker_processes=workers, variants_chunk_size=variants_chunk_size,
-                          samples_chunk_size=samples_chunk_size,
-                          zarr_format=int(zarr_format or 3))
-    click.echo(f"converted {len(vcfs)} VCF file(s) → {result.path}: {result.num_samples} samples, "
-               f"{result.num_variants} variants in {result.seconds:.1f} s")
-    if result.sample_offset:
-        click.echo(f"laid out on the store's sample grid (offset {result.sample_offset})")
-    for field in result.dropped_fields:
-        click.echo(f"warning: field {field} is not in the store and was dropped", err=True)
+    if template is not None and len(vcfs) == 1 and os.path.isdir(vcfs[0]):
+        plan = harmonise_batch(template, vcfs[0], out, thresholds=_thresholds(*thresholds))
+        click.echo(f"harmonised {vcfs[0]} → {out}")
+    else:
+        result = convert_vcfs(list(vcfs), out, like=template, progress=settings.progress,
+                              worker_processes=workers, variants_chunk_size=variants_chunk_size,
+                              samples_chunk_size=samples_chunk_size,
+                              zarr_format=int(zarr_format or 3),
+                              thresholds=_thresholds(*thresholds) if template is not None else None)
+        click.echo(f"converted {len(vcfs)} VCF file(s) → {result.path}: {result.num_samples} "
+                   f"samples, {result.num_variants} variants in {result.seconds:.1f} s")
+        if result.sample_offset:
+            click.echo(f"laid out on the store's sample grid (offset {result.sample_offset})")
+        for field in result.dropped_fields:
+            click.echo(f"warning: field {field} is not in the store and was dropped", err=True)
+        plan = result.harmonisation
+    if plan is not None:
+        from vczstore_dagster.store.policy import assess
+
+        click.echo(f"coverage: {plan.coverage_line()}")
+        for f in assess(plan, os.path.basename(str(out)), allow_new_alleles=True):
+            if f.severity == "warning":
+                click.echo(f"warning: {f.message}", err=True)
+        if plan.new_alleles:
+            click.echo(f"note: {plan.num_new_alleles} new ALT allele(s); append with "
+                       "--allow-new-alleles to add them to the store", err=True)
 
 
 @cli.command()
 @click.argument("store")
 @click.argument("batch")
+@click.option("--allow-new-alleles", is_flag=True,
+              help="Check as `append --allow-new-alleles` would: new ALT alleles are not an error.")
+@threshold_options
 @store_options
 @click.pass_context
-def check(ctx, store, batch, storage_options, backend):
-    """Check whether BATCH (a VCZ) can be appended to STORE; exit 1 on any error finding."""
+def check(ctx, store, batch, allow_new_alleles, min_site_coverage, max_dropped_fraction,
+          storage_options, backend):
+    """Check whether BATCH (a VCZ) can be appended to STORE; exit 1 on any error finding.
+
+    Shows the coverage figures per contig (the store's sites the batch covers, the batch's
+    records dropped), then every finding."""
     from vczstore_dagster.store import check_batch
 
-    report = check_batch(_open(ctx, store, storage_options, backend), batch)
+    report = check_batch(_open(ctx, store, storage_options, backend), batch,
+                         allow_new_alleles=allow_new_alleles,
+                         thresholds=_thresholds(min_site_coverage, max_dropped_fraction))
+    if report.plan is not None:
+        click.echo(_coverage_table(report.plan))
+        click.echo()
     rows = [[f.severity, f.id, f.message] for f in report.findings]
     if rows:
         click.echo(_table(rows, ["SEVERITY", "ID", "MESSAGE"]))
@@ -384,18 +451,22 @@ def check(ctx, store, batch, storage_options, backend):
 @click.option("--allow-new-alleles", is_flag=True,
               help="Add the new ALT alleles the batch brings to the store's sites in this commit.")
 @lock_option
+@threshold_options
 @store_options
 @dask_option
 @click.pass_context
-def append(ctx, store, batch, batch_id, allow_new_alleles, lock_timeout, storage_options, backend,
-           dask_scheduler):
-    """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit."""
+def append(ctx, store, batch, batch_id, allow_new_alleles, min_site_coverage, max_dropped_fraction,
+           lock_timeout, storage_options, backend, dask_scheduler):
+    """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit,
+    after the checks of `check` (refused, store untouched, on any error finding)."""
     from vczstore_dagster.store import append_batch
 
     settings = _settings(ctx)
     result = append_batch(_open(ctx, store, storage_options, backend, lock_timeout), batch,
                           batch_id=batch_id, progress=settings.progress,
-                          allow_new_alleles=allow_new_alleles, dask_scheduler=dask_scheduler)
+                          allow_new_alleles=allow_new_alleles,
+                          thresholds=_thresholds(min_site_coverage, max_dropped_fraction),
+                          dask_scheduler=dask_scheduler)
     for f in result.findings:
         if f.severity == "warning":
             click.echo(f"warning: {f.message}", err=True)

@@ -7,7 +7,7 @@ stays instant.
 
     store = open_store("data/store")                       # or "s3://bucket/prefix", storage_options=...
     convert_vcfs(["b1.vcf.gz"], "staging/b1.vcz", like=store)   # harmonised to the store's variants
-    report = check_batch(store, "staging/b1.vcz")           # CompatibilityReport
+    report = check_batch(store, "staging/b1.vcz")           # CompatibilityReport (report.plan: coverage)
     result = append_batch(store, "staging/b1.vcz", batch_id="b1")   # AppendResult
     tag_release(store, "2026-11")                           # ReleaseResult
     store_info(store, at="2026-11")                         # StoreInfo
@@ -30,9 +30,11 @@ from vczstore_dagster.store.errors import (
     StoreNotFoundError,
     VczStoreError,
 )
-from vczstore_dagster.store.harmonise import HarmonisationReport, NewAllele, harmonise_batch
+from vczstore_dagster.store.harmonise import harmonise_batch
 from vczstore_dagster.store.inspect import StoreInfo, store_info
 from vczstore_dagster.store.location import Store, open_store, parse_storage_options
+from vczstore_dagster.store.plan import NewAllele, VariantPlan
+from vczstore_dagster.store.policy import Thresholds
 from vczstore_dagster.store.release import Release, ReleaseResult, list_releases, tag_release
 from vczstore_dagster.store.view import write_vcf
 from vczstore_dagster.store.widen import WidenResult, widen_field
@@ -44,7 +46,6 @@ __all__ = [
     "ConcurrentWriteError",
     "ConvertResult",
     "Finding",
-    "HarmonisationReport",
     "IncompatibleBatchError",
     "InitResult",
     "InvalidInputError",
@@ -58,6 +59,8 @@ __all__ = [
     "StoreInfo",
     "StoreNotFoundError",
     "StorageUnavailableError",
+    "Thresholds",
+    "VariantPlan",
     "VczStoreError",
     "WidenResult",
     "append_batch",

@@ -98,7 +98,9 @@ def test_good_batch_passes(store, base):
     assert report.ok, [f.message for f in report.errors]
     assert report.fast_path
     assert report.num_samples == 6
-    assert {f.id for f in report.findings} == {"fast_path"}
+    assert {f.id for f in report.findings} == {"fast_path", "site_coverage", "dropped_records"}
+    assert {f.severity for f in report.findings} == {"info"}
+    assert (report.plan.site_coverage, report.plan.dropped_fraction) == (1.0, 0.0)
 
 
 def test_variant_count_differs(store, base, vcf_batch, tmp_path):

@@ -97,14 +97,17 @@ def site_name(site) -> str:
 
 
 def test_match_position_rules():
-    from vczstore_dagster.store.harmonise import match_position, merged_alleles
+    from vczstore_dagster.store.sites import match_position, merged_alleles
 
     assert match_position([("A", "C", "G")], [("A", "G", "C")]) == {0: [0]}  # same set
     assert match_position([("A", "C", "G")], [("A", "C")]) == {0: [0]}  # subset
     assert match_position([("A", "C")], [("A", "C", "G")]) == {0: [0]}  # new allele G
     assert match_position([("A", "C", "G")], [("A", "C", "T")]) == {0: [0]}  # overlap: new T
-    assert match_position([("A", "C")], [("A", "G")]) == {}  # disjoint: dropped
+    assert match_position([("A", "C")], [("A", "G")]) == {0: [0]}  # disjoint: new allele G
     assert match_position([("A", "C")], [("AT", "C")]) == {}  # another REF
+    # a record with a new ALT beside the one the site took: a split part of the site
+    assert match_position([("A", "C")], [("A", "C"), ("A", "G")]) == {0: [0, 1]}
+    assert match_position([("A", "C")], [("A", "C"), ("A", "C")]) == {0: [0]}  # a duplicate
     # split records merged when the store has the multi-allelic site
     assert match_position([("G", "T", "C")], [("G", "T"), ("G", "C")]) == {0: [0, 1]}
     # ... but each taken by its own store record when the store has them apart
@@ -122,7 +125,7 @@ def test_match_position_rules():
 @pytest.mark.parametrize("kind", ["icechunk", "zarr2", "zarr3"])
 def test_batch_lacks_variants(make_store, vcf_batch, tmp_path, kind):
     from vczstore_dagster.store import append_batch, check_batch
-    from vczstore_dagster.store.harmonise import HARMONISATION_ATTR
+    from vczstore_dagster.store.plan import HARMONISATION_ATTR
 
     a = first_batch(vcf_batch)
     store = new_store(make_store, a, kind)
@@ -139,8 +142,9 @@ def test_batch_lacks_variants(make_store, vcf_batch, tmp_path, kind):
 
     report = check_batch(store, out)
     assert report.ok, [f.message for f in report.errors]
-    info = findings(report)["harmonised_missing_filled"]
-    assert info.severity == "info" and str(len(lacking)) in info.message
+    coverage = findings(report)["site_coverage"]
+    assert coverage.severity == "warning" and str(NV - len(lacking)) in coverage.message
+    assert report.plan.missing_filled == len(lacking)
     assert report.fast_path  # harmonised in the store's encoding and grid: chunks are copied
 
     # the filled sites are missing in every call_* field
@@ -167,15 +171,14 @@ def test_batch_has_extra_variants(make_store, vcf_batch, tmp_path):
     store = new_store(make_store, a)
     extra = list(testdata.make_sites(12, seed=99))  # other positions
     target = SITES[5]
-    other = next(x for x in "ACGT" if x != target.ref and x not in target.alts)
-    extra.append(dataclasses.replace(target, alts=(other,), id="."))  # same position, other ALT
+    extra.append(dataclasses.replace(target, ref=target.ref + "A", id="."))  # same position, other REF
     b = vcf_batch("S", 5, start=6, num_variants=NV, sites=sorted_sites([*SITES, *extra]))
     out, converted = convert(store, b, tmp_path)
     h = converted.harmonisation
     assert (h.missing_filled, h.dropped, h.remapped, h.num_new_alleles) == (0, len(extra), 0, 0)
     assert converted.num_variants == NV
     report = check_batch(store, out)
-    assert report.ok and "harmonised_dropped" in findings(report)
+    assert report.ok and findings(report)["dropped_records"].severity == "warning"
     append_batch(store, out, batch_id="b1")
     assert_matches_merge(store, [a, b], tmp_path)
 
@@ -226,7 +229,7 @@ def test_new_allele_refused_then_accepted(make_store, vcf_batch, tmp_path, kind)
 
     from vczstore_dagster.cli import cli
     from vczstore_dagster.store import (
-        InvalidInputError,
+        IncompatibleBatchError,
         append_batch,
         check_batch,
         convert_vcfs,
@@ -254,7 +257,7 @@ def test_new_allele_refused_then_accepted(make_store, vcf_batch, tmp_path, kind)
     report = check_batch(store, out)
     new = findings(report)["new_alleles"]
     assert new.severity == "error" and site_name(SITES[min(grown_alts)]) in new.message
-    with pytest.raises(InvalidInputError) as err:
+    with pytest.raises(IncompatibleBatchError) as err:
         append_batch(store, out, batch_id="b1")
     first = min(grown_alts)
     assert site_name(SITES[first]) in str(err.value) and grown_alts[first][-1] in str(err.value)
