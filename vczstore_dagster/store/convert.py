@@ -32,6 +32,7 @@ from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.harmonise import DEFAULT, harmonise_into
 from vczstore_dagster.store.plan import VariantPlan, recorded_plan
 from vczstore_dagster.store.policy import Thresholds
+from vczstore_dagster.store.transaction import pause_for_tests
 from vczstore_dagster.store.vcfinput import indexed, unreadable
 
 STATE, ENCODING, DONE = "conversion.json", "encoding.json", "result.json"
@@ -281,10 +282,11 @@ def finish(work, out, like=None, *, thresholds: Thresholds | None = DEFAULT,
     if plan.store_schema and misfit is None:
         template = like.readonly_group()
         offset = schema.num_samples(template) % schema.samples_chunk_size(template)
+        finalised = _finalised(w, plan, progress)
+        pause_for_tests("finalised")
         try:  # the store's variant set, laid out on the store's sample grid
-            harmonisation = harmonise_into(template, _finalised(w, plan, progress), out,
-                                           sample_offset=offset, thresholds=thresholds,
-                                           name=out.name)
+            harmonisation = harmonise_into(template, finalised, out, sample_offset=offset,
+                                           thresholds=thresholds, name=out.name)
         except InvalidInputError as exc:
             if not own_schema_if_misfit:
                 raise
@@ -364,6 +366,8 @@ def _finalise_icf(w: _Work) -> None:
     except FileNotFoundError as exc:
         raise InvalidInputError(f"{w.names}: explode partitions are missing ({exc}); run every "
                                 "explode partition before planning the encoding") from exc
+    except Exception as exc:  # e.g. no partition at all: an index that cannot be read
+        raise InvalidInputError(unreadable(w.read(STATE)["vcfs"], exc)) from exc
 
 
 def _icf_metadata(w: _Work) -> dict | None:
