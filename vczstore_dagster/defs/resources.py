@@ -19,6 +19,7 @@ import shutil
 import dagster as dg
 from pydantic import Field
 
+from vczstore_dagster.defs.executors import step_io_manager
 from vczstore_dagster.store import Store, StoreNotFoundError, Thresholds, open_store
 from vczstore_dagster.store.location import normalise_s3_options, s3_options_from_env, s3fs_kwargs
 
@@ -198,7 +199,8 @@ def _s3_options() -> S3Options:
 
 
 def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
-    """The four resources, configured from the environment (defaults under ``data_dir``)."""
+    """The four resources, configured from the environment (defaults under ``data_dir``), and the
+    IO manager of the steps' outputs when the executor puts steps on other machines."""
     data = pathlib.Path(data_dir).absolute()
     s3 = _s3_options()
     return {
@@ -218,4 +220,5 @@ def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
         "withdrawals": WithdrawalsResource(
             url=_setting("VCZSTORE_WITHDRAWALS", str(data / "withdrawals")), s3=s3
         ),
+        **step_io_manager(),
     }

@@ -119,8 +119,9 @@ def begin(vcfs, work, *, partitions: int = 1, variants_chunk_size: int | None = 
           samples_chunk_size: int | None = None, zarr_format: int = 3, worker_processes: int = 0,
           progress: bool = False) -> ExplodePlan:
     """Start converting ``vcfs`` in the empty directory ``work``: index them if needed and split
-    them into explode partitions (at least ``partitions``, one per VCF at least; fewer when the
-    index cannot split a file further). The chunk sizes and format apply without a store."""
+    them into explode partitions (``partitions`` is bio2zarr's target: it splits by the index, at
+    least once per VCF and per contig, no finer than the index allows). The chunk sizes and the
+    format apply when there is no store to take them from."""
     from bio2zarr import vcf as b2z
 
     w = _Work(work)
@@ -278,6 +279,8 @@ def finish(work, out, like=None, *, thresholds: Thresholds | None = DEFAULT,
     if plan.store_schema and like is None:
         raise InvalidInputError(f"{w.path}: encoded in a store's schema; finish it with that store")
     misfit = next((p.read_text() for p in sorted(w.path.glob(MISFIT.format("*")))), None)
+    if misfit is not None and not own_schema_if_misfit:
+        raise InvalidInputError(misfit)
     harmonisation, offset = None, 0
     if plan.store_schema and misfit is None:
         template = like.readonly_group()
