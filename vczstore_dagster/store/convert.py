@@ -19,6 +19,7 @@ whole until ``out`` is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -115,6 +116,10 @@ def begun(work) -> bool:
     return (_Work(work).path / STATE).exists()
 
 
+def finished(work) -> bool:
+    return (_Work(work).path / DONE).exists()
+
+
 def begin(vcfs, work, *, partitions: int = 1, variants_chunk_size: int | None = None,
           samples_chunk_size: int | None = None, zarr_format: int = 3, worker_processes: int = 0,
           progress: bool = False) -> ExplodePlan:
@@ -147,8 +152,12 @@ def begin(vcfs, work, *, partitions: int = 1, variants_chunk_size: int | None = 
 
 
 def sample_ids(work) -> list[str]:
-    """The batch's sample IDs (for callers that must keep them out of what they show)."""
+    """The batch's sample IDs (for callers that must keep them out of what they show): from the
+    ICF, or once it is cleared from the finished VCZ (none when that is gone too)."""
     w = _Work(work)
+    if (w.path / DONE).exists():
+        out = pathlib.Path(w.read(DONE)["path"])
+        return [str(s) for s in _open(out)["sample_id"][:] if s] if out.exists() else []
     meta = _icf_metadata(w) or json.loads((w.icf / "wip" / "metadata.json").read_text())
     return [s["id"] for s in meta["samples"]]
 
@@ -254,15 +263,20 @@ def encode_partition(work, partition: int, *, own_schema_if_misfit: bool = False
     return PartitionResult(partition, time.perf_counter() - t0, os.getpid())
 
 
-def encode_all(work, *, worker_processes: int = 0, progress: bool = False) -> None:
-    """Every encode partition, here (bio2zarr's pool of ``worker_processes``)."""
+def encode_all(work, *, worker_processes: int = 0, progress: bool = False,
+               own_schema_if_misfit: bool = False) -> None:
+    """Every encode partition, here (bio2zarr's pool of ``worker_processes``); misfits as
+    :func:`encode_partition` takes them."""
     w = _Work(work)
     plan = w.read(ENCODING)
     try:
         w.writer(plan["zarr_format"]).encode_all_partitions(worker_processes=worker_processes,
                                                             show_progress=progress)
     except ENCODE_ERRORS as exc:
-        raise InvalidInputError(_cannot_encode(w.names, exc, plan["store_schema"])) from exc
+        message = _cannot_encode(w.names, exc, plan["store_schema"])
+        if not (own_schema_if_misfit and plan["store_schema"]):
+            raise InvalidInputError(message) from exc
+        (w.path / MISFIT.format("-all")).write_text(message)
 
 
 def finish(work, out, like=None, *, thresholds: Thresholds | None = DEFAULT,
@@ -388,24 +402,31 @@ def _check_partition(kind: str, partition: int, count: int) -> None:
 
 def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_processes: int = 0,
                  variants_chunk_size: int | None = None, samples_chunk_size: int | None = None,
-                 zarr_format: int = 3, thresholds: Thresholds | None = DEFAULT) -> ConvertResult:
+                 zarr_format: int = 3, thresholds: Thresholds | None = DEFAULT, work=None,
+                 own_schema_if_misfit: bool = False) -> ConvertResult:
     """Convert ``vcfs`` into a VCZ at ``out``, every step in this process (bio2zarr's pool of
     ``worker_processes`` for the partitions); with ``like`` (a Store), in that store's schema and
     harmonised to its variant set, refused (nothing written) when the variant plan fails
     ``thresholds`` or shows another reference (None: record the plan, leave the verdict to
-    ``check``)."""
+    ``check``). ``work``: an empty directory to convert in (kept, see :func:`finish`), else a
+    temporary one."""
     out = pathlib.Path(out)
     if out.exists():
         raise InvalidInputError(f"{out}: already exists; choose a new output path")
-    with tempfile.TemporaryDirectory(prefix="vczstore-convert-", dir=out.parent) as tmp:
+    with contextlib.ExitStack() as stack:
+        if work is None:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="vczstore-convert-",
+                                                                   dir=out.parent))
         # bio2zarr's own split: four partitions per worker process
-        begin(vcfs, tmp, partitions=max(1, worker_processes * 4),
+        begin(vcfs, work, partitions=max(1, worker_processes * 4),
               variants_chunk_size=variants_chunk_size, samples_chunk_size=samples_chunk_size,
               zarr_format=zarr_format, worker_processes=worker_processes, progress=progress)
-        explode_all(tmp, worker_processes=worker_processes, progress=progress)
-        plan_encoding(tmp, like)
-        encode_all(tmp, worker_processes=worker_processes, progress=progress)
-        return finish(tmp, out, like, thresholds=thresholds, progress=progress)
+        explode_all(work, worker_processes=worker_processes, progress=progress)
+        plan_encoding(work, like, own_schema_if_misfit=own_schema_if_misfit)
+        encode_all(work, worker_processes=worker_processes, progress=progress,
+                   own_schema_if_misfit=own_schema_if_misfit)
+        return finish(work, out, like, thresholds=thresholds,
+                      own_schema_if_misfit=own_schema_if_misfit, progress=progress)
 
 
 def _cannot_encode(names: str, exc, store_schema: bool) -> str:

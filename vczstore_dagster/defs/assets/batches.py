@@ -128,9 +128,9 @@ def _plan_of(store, path):
 @dg.op(ins={"incoming_batch": dg.In(dg.Nothing)},
        out={"work": dg.Out(str), "partitions": dg.DynamicOut(int)},
        description="Copy the batch from the inbox into the staging area; split its VCFs into "
-                   "explode partitions.")
+                   "explode partitions (or, for one partition, convert them here).")
 def stage_fetch(context: dg.OpExecutionContext, config: ConversionConfig, inbox: InboxResource,
-                staging: StagingResource):
+                staging: StagingResource, store: VczStoreResource):
     batch_id = context.partition_key
     folder = describe_batch(inbox, batch_id)
     if folder.problem:
@@ -147,7 +147,7 @@ def stage_fetch(context: dg.OpExecutionContext, config: ConversionConfig, inbox:
         yield dg.Output(str(conversion), "work")
         return
     yield from begin_conversion(context, [source / name for name in folder.vcfs], conversion,
-                                config.partitions or staging.convert_partitions)
+                                target, config.partitions or staging.convert_partitions, store)
 
 
 @dg.op(description="The staged batch's metadata: what converting (or harmonising) it did, its "

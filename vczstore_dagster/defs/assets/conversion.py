@@ -1,7 +1,8 @@
 """The conversion behind ``staged_batch``: a batch's VCFs converted in partitions, each one a
 Dagster step (dynamic outputs keyed by partition number), so that the run's executor places them:
-the run's process (the default: one partition), a process per step (``multiprocess``), a
-Kubernetes Job or a container per step (``k8s``, ``docker``; see docs/scale.md).
+the run's process (the default), a process per step (``multiprocess``), a Kubernetes Job or a
+container per step (``k8s``, ``docker``; see docs/scale.md). One partition (the default) is
+converted in ``stage_fetch`` itself, as fast as before the steps existed.
 
     stage_fetch → explode_partition[0..n) → plan_encoding → encode_partition[0..m) → stage_finish
 
@@ -27,17 +28,25 @@ class ConversionConfig(dg.Config):
                     "VCZSTORE_CONVERT_PARTITIONS, 1 unless set).")
 
 
-def size(n: int) -> str:
+def _size(n: int) -> str:
     from bio2zarr.core import display_size
 
     return display_size(n)
 
 
-def begin_conversion(context, vcfs, work, partitions: int):
+def begin_conversion(context, vcfs, work, target, partitions: int, store: VczStoreResource):
     """``stage_fetch``'s outputs for VCF files: the work directory, and one dynamic output per
-    explode partition."""
+    explode partition. One partition is converted right here, steps fanned out for nothing cost
+    more than they give: the steps after it find the conversion finished."""
     with open(vcfs[0], "rb") as f:
         sample_ids = vcf_sample_ids(f)
+    if partitions == 1:
+        call_engine("converting the batch", convert.convert_vcfs, vcfs, target,
+                    like=store.open_if_exists(), thresholds=None, own_schema_if_misfit=True,
+                    work=work, sample_ids=sample_ids)
+        context.log.info(f"converted {len(vcfs)} VCF file(s) in this step (1 partition)")
+        yield dg.Output(str(work), "work")
+        return
     plan = call_engine("reading the batch's VCFs", convert.begin, vcfs, work, partitions=partitions,
                        sample_ids=sample_ids)
     context.log.info(f"converting {len(vcfs)} VCF file(s) of {plan.num_samples} samples in "
@@ -47,10 +56,10 @@ def begin_conversion(context, vcfs, work, partitions: int):
         yield dg.DynamicOutput(j, mapping_key=str(j), output_name="partitions")
 
 
-def _partition_output(context, kind: str, result, count: int | None = None) -> dg.Output:
+def _partition_output(context, kind: str, result) -> dg.Output:
     records = f", {result.records} records" if result.records is not None else ""
-    context.log.info(f"{kind} partition {result.partition}{f' of {count}' if count else ''} done "
-                     f"in {result.seconds:.2f} s (pid {result.pid}{records})")
+    context.log.info(f"{kind} partition {result.partition} done in {result.seconds:.2f} s "
+                     f"(pid {result.pid}{records})")
     metadata = {"partition": result.partition, "seconds": round(result.seconds, 3),
                 "pid": result.pid}
     if result.records is not None:
@@ -70,7 +79,7 @@ def explode_partition(context: dg.OpExecutionContext, work: str, partition: int)
                    "variant chunks) and estimate the memory each one needs.")
 def plan_encoding(context: dg.OpExecutionContext, work: str, exploded: list[int],
                   store: VczStoreResource):
-    if not convert.begun(work):  # a VCZ batch: nothing to convert
+    if not convert.begun(work) or convert.finished(work):  # a VCZ batch, or one partition
         yield dg.Output(work, "work")
         return
     plan = call_engine("planning the encoding", convert.plan_encoding, work, store.open_if_exists(),
@@ -78,10 +87,10 @@ def plan_encoding(context: dg.OpExecutionContext, work: str, exploded: list[int]
     schema = "the store's schema" if plan.store_schema else "its own schema"
     context.log.info(f"{len(exploded)} explode partition(s) done; encoding {plan.num_variants} "
                      f"variants in {schema}, in {plan.num_partitions} partition(s), each needing "
-                     f"about {size(plan.max_encoding_memory)} (bio2zarr's estimate)")
+                     f"about {_size(plan.max_encoding_memory)} (bio2zarr's estimate)")
     yield dg.Output(work, "work", metadata={
         "partitions": plan.num_partitions,
-        "memory_per_partition": size(plan.max_encoding_memory),
+        "memory_per_partition": _size(plan.max_encoding_memory),
         "memory_per_partition_bytes": dg.MetadataValue.int(plan.max_encoding_memory)})
     for j in range(plan.num_partitions):
         yield dg.DynamicOutput(j, mapping_key=str(j), output_name="partitions")
@@ -121,7 +130,8 @@ def finish_conversion(context, work, target, like):
     else:
         schema = "the store's"
     context.log.info(f"converted {result.num_samples} samples × {result.num_variants} variants in "
-                     f"{result.partitions} partition(s), {result.seconds:.1f} s")
+                     f"{result.partitions} partition(s) needing about "
+                     f"{_size(result.max_encoding_memory)} each, {result.seconds:.1f} s")
     return {
         "converted": True,
         "num_samples": result.num_samples,
@@ -131,6 +141,6 @@ def finish_conversion(context, work, target, like):
         "duration_seconds": round(result.seconds, 3),
         "partitions": result.partitions,
         "explode_partitions": result.explode_partitions,
-        "memory_per_partition": size(result.max_encoding_memory),
+        "memory_per_partition": _size(result.max_encoding_memory),
         "memory_per_partition_bytes": dg.MetadataValue.int(result.max_encoding_memory),
     }, schema, result.harmonisation
