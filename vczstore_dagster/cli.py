@@ -16,6 +16,7 @@ import os
 import sys
 import textwrap
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -703,8 +704,8 @@ def view(ctx, store, at, storage_options, backend):
     sys.stdout.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The console script: run the group, return the exit code."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the group; return the exit code."""
     try:
         cli.main(args=argv, prog_name="vczstore", standalone_mode=True)
     except SystemExit as exc:
@@ -718,5 +719,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The console script. It leaves without the interpreter's finalisation: Icechunk's native
+    threads can still call into Python then, which aborted `vczstore info` once in ~15 runs
+    ("Fatal Python error: PyGILState_Release") after its work was done and printed."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # `vczstore view ... | head`
+        pass
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # `python -m vczstore_dagster.cli`; also keeps spawned workers inert
-    sys.exit(main())
+    main()
