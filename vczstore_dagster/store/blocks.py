@@ -71,6 +71,14 @@ def column_blocks(array, axis: int, lo: int, hi: int,
             for samples, variants in _positions(array, axis, lo, hi)]
 
 
+def seen_as(array, meta):
+    """``array`` read and written through ``meta``, which is never written to the store."""
+    import zarr
+    from zarr.core.array import AsyncArray
+
+    return zarr.Array(AsyncArray(metadata=meta, store_path=array.async_array.store_path))
+
+
 def trailing_chunks(array) -> int:
     """Chunks per (variant chunk, sample chunk) position: one per chunk of the trailing dims."""
     n = 1
@@ -159,17 +167,50 @@ _malloc_trim = None
 def read_by_source_chunk(array, variants: slice, samples: slice):
     """``array[variants, samples]``, decoding one of ``array``'s sample chunks at a time: a block
     that spans several source chunks then holds one of them decoded, not all."""
-    import numpy as np
-    from zarr.core.buffer import default_buffer_prototype
+    return SourceRow(array, variants).read(samples.start, samples.stop)
 
-    nd_buffer = default_buffer_prototype().nd_buffer
-    step = array.chunks[1]
-    out = np.empty((variants.stop - variants.start, samples.stop - samples.start, *array.shape[2:]),
-                   dtype=array.dtype)
-    a = samples.start
-    while a < samples.stop:
-        b = min(samples.stop, (a // step + 1) * step)
-        part = out[:, a - samples.start : b - samples.start]  # decoded straight into place
-        array.get_basic_selection((variants, slice(a, b)), out=nd_buffer.from_numpy_array(part))
-        a = b
-    return out
+
+class SourceRow:
+    """Samples of variant chunk ``variants`` of ``array`` (samples on axis 1), read in increasing
+    order: each of its sample chunks is decoded once, straight into place where a read wants all
+    of it; a chunk that a read wants only the start of is kept for the next read."""
+
+    def __init__(self, array, variants: slice):
+        self.array, self.variants = array, variants
+        self._kept: tuple[int, object] | None = None  # (chunk index, its decoded values)
+
+    def read(self, a: int, b: int):
+        import numpy as np
+
+        array, step, n = self.array, self.array.chunks[1], self.array.shape[1]
+        out = np.empty((self.variants.stop - self.variants.start, b - a, *array.shape[2:]),
+                       dtype=array.dtype)
+        x = a
+        while x < b:
+            k = x // step
+            k0, k1 = k * step, min(n, (k + 1) * step)
+            y = min(b, k1)
+            part = out[:, x - a : y - a]
+            if self._kept is not None and self._kept[0] == k:
+                part[...] = self._kept[1][:, x - k0 : y - k0]
+                if y == k1:
+                    self._kept = None
+            elif y < k1:  # the rest of this chunk belongs to the next read
+                self._kept = (k, self._decode(k0, k1))
+                part[...] = self._kept[1][:, x - k0 : y - k0]
+            else:
+                self._decode(x, y, out=part)
+            x = y
+        return out
+
+    def _decode(self, a: int, b: int, out=None):
+        import numpy as np
+        from zarr.core.buffer import default_buffer_prototype
+
+        array = self.array
+        if out is None:
+            out = np.empty((self.variants.stop - self.variants.start, b - a, *array.shape[2:]),
+                           dtype=array.dtype)
+        nd_buffer = default_buffer_prototype().nd_buffer
+        array.get_basic_selection((self.variants, slice(a, b)), out=nd_buffer.from_numpy_array(out))
+        return out

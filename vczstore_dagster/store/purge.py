@@ -21,6 +21,7 @@ import numpy as np
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.cluster import ClusterWork, connect
 from vczstore_dagster.store.ledger import ReleaseRecord, read_ledger, salted_hash, write_ledger
+from vczstore_dagster.store.recompress import note_fast_columns
 from vczstore_dagster.store.remove import blank_samples, scrub_attributes
 from vczstore_dagster.store.stats import write_release_stats
 from vczstore_dagster.store.transaction import WIP_BRANCH_PREFIX, commit
@@ -112,9 +113,10 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress, cluster=None) -> Re
         try:
             session = repo.writable_session(wip)
             root = zarr.open_group(session.store, mode="r+")
-            blank_samples(root, hits, progress=progress, cluster=cluster)
+            columns, _ = blank_samples(root, hits, progress=progress, cluster=cluster)
             scrub_attributes(root, removed_ids)
             ledger = read_ledger(root)
+            note_fast_columns(root, ledger, columns)
             if ledger.stats_release == tag:
                 write_release_stats(root)
             ledger.withdrawn = sorted(set(ledger.withdrawn) | {salted_hash(salt, s) for s in removed_ids})
