@@ -63,11 +63,23 @@ def _cluster_info(work) -> dict:
 
 def op_purge(store):
     engine = _engine()
-    from vczstore_dagster.store.purge import purge
+    from vczstore_dagster.store import purge as module
 
-    r = purge(engine.open_store(store))
+    redacting = []  # seconds spent redacting releases, timed around the engine's own step
+    redact = getattr(module, "_redact_if_needed", None)
+    if redact is not None:
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return redact(*args, **kwargs)
+            finally:
+                redacting.append(time.perf_counter() - t0)
+
+        module._redact_if_needed = timed
+    r = module.purge(engine.open_store(store))
     return {"redacted": len(r.redacted), "snapshots_expired": r.snapshots_expired,
-            "chunks_deleted": r.chunks_deleted, "bytes_deleted": r.bytes_deleted}
+            "chunks_deleted": r.chunks_deleted, "bytes_deleted": r.bytes_deleted,
+            **({"redact_seconds": sum(redacting)} if redacting else {})}
 
 
 def op_tag(store, name):
@@ -97,20 +109,31 @@ def op_convert_baseline(vcf, out, variants_chunk, samples_chunk):
     return {}
 
 
-def _on_every_core(fn, items):
+def _on_every_core(fn, items, workers=None):
     """``fn`` over ``items`` with one thread per core (codecs release the GIL), as the engine's
-    block rewrites run: a baseline on one core would flatter the engine."""
+    block rewrites run: a baseline on one core would flatter the engine (``workers=1``: a
+    single-core baseline, where the target says so)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
         return list(pool.map(fn, items))
 
 
-def op_reencode_baseline(batches, columns, out):
+def _at_level(array, level):
+    """``array`` writing at ``level``: None keeps its own, "fast" the engine's fast level."""
+    if level is None:
+        return array
+    from vczstore_dagster.store.recompress import fast_level
+
+    assert level == "fast", level
+    return fast_level(array)
+
+
+def op_reencode_baseline(batches, columns, out, workers=None):
     """Decode and re-encode the touched chunks with the same codecs: every sample array's blocks
     in the given sample-chunk columns, read from the batch VCZs (the bytes the store holds) and
     written to a scratch Zarr with the same metadata. ``batches`` and ``columns`` are parallel
-    lists: columns of each batch to touch."""
+    lists: columns of each batch to touch. ``workers``: threads (default one per core)."""
     import numpy as np
     import zarr
 
@@ -144,13 +167,16 @@ def op_reencode_baseline(batches, columns, out):
                     target[v0:v1, lo:hi] = block
                     return 1
 
-                chunks += sum(_on_every_core(blank, range(0, array.shape[0], array.chunks[0])))
+                chunks += sum(_on_every_core(blank, range(0, array.shape[0], array.chunks[0]),
+                                             workers))
     return {"chunks": chunks}
 
 
-def op_regrid_baseline(src, like, out):
-    """Decode a batch on another grid/codec and encode it on the store's grid with the store's
-    codecs (``like`` is a batch in the store's layout), one store block at a time."""
+def op_regrid_baseline(src, like, out, offset=0, level=None):
+    """Decode a batch on another grid or codec and encode it on the store's grid with the store's
+    codecs (``like`` is a batch in the store's layout), from sample ``offset`` of the grid on (a
+    store whose last column is partial), at ``level`` ("fast": the engine's fast level). Each
+    source chunk is decoded once: a task per array and variant chunk, on every core."""
     import numpy as np
     import zarr
 
@@ -159,25 +185,25 @@ def op_regrid_baseline(src, like, out):
     source = zarr.open_group(src, mode="r")
     template = zarr.open_group(like, mode="r")
     dst = zarr.open_group(out, mode="w", zarr_format=3)
-    blocks = 0
+    rows = 0
     for name, array in schema.sample_arrays(template).items():
         axis = schema.sample_axis(array)
-        target = schema.create_like(dst, name, array)
-        s = array.chunks[axis]
-        for lo in range(0, array.shape[axis], s):
-            hi = min(array.shape[axis], lo + s)
-            if axis == 0:
-                target[lo:hi] = np.asarray(source[name][lo:hi])
-                blocks += 1
-                continue
+        n = source[name].shape[axis]
+        shape = list(array.shape)
+        shape[axis] = offset + n
+        target = _at_level(schema.create_like(dst, name, array, shape=tuple(shape)), level)
+        if axis == 0:
+            target[offset:] = np.asarray(source[name][...])
+            rows += 1
+            continue
 
-            def regrid(v0, array=array, target=target, name=name, lo=lo, hi=hi):
-                v1 = min(array.shape[0], v0 + array.chunks[0])
-                target[v0:v1, lo:hi] = np.asarray(source[name][v0:v1, lo:hi])
-                return 1
+        def regrid(v0, target=target, name=name):
+            v1 = min(target.shape[0], v0 + target.chunks[0])
+            target[v0:v1, offset:] = np.asarray(source[name][v0:v1])
+            return 1
 
-            blocks += sum(_on_every_core(regrid, range(0, array.shape[0], array.chunks[0])))
-    return {"blocks": blocks}
+        rows += sum(_on_every_core(regrid, range(0, array.shape[0], array.chunks[0])))
+    return {"rows": rows}
 
 
 def op_decode_genotypes(batches):

@@ -28,7 +28,7 @@ from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, c
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
 from vczstore_dagster.store.harmonise import report_of, widen_store
 from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
-from vczstore_dagster.store.recompress import fast_level, note_fast_columns
+from vczstore_dagster.store.recompress import fast_level, note_fast_columns, writes_faster
 from vczstore_dagster.store.transaction import commit
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
                         now(), parent)
         )
         ledger.stale_info_fields = sorted(f for f in SAMPLE_DERIVED_INFO if f in group)
-        note_fast_columns(group, ledger, work.fast_columns)
+        note_fast_columns(ledger, work.fast_columns)
         write_ledger(group, ledger)
         return work
 
@@ -257,17 +257,17 @@ def _fill_array(name, dst, src, axis, n0, n1, offset) -> tuple[list[Block], list
         and schema.encoding_signature(src) == schema.encoding_signature(dst)
     )
     last_col = (n1 - 1) // s
+    fast, lowered = fast_level(dst), writes_faster(dst)  # not lowered: the store's own level
     if not copyable:
-        fast = set(range(c0, last_col + 1))
-        blocks = _reencode_blocks(fast_level(dst), src, axis, n0, n1, n0, offset)
-        return blocks, [], fast
+        blocks = _reencode_blocks(fast, src, axis, n0, n1, n0, offset)
+        return blocks, [], set(range(c0, last_col + 1)) if lowered else set()
     copy_cols = list(range(c0 + (r > 0), last_col + 1))
     log.debug("%s: %d columns to copy", name, len(copy_cols))
     copies = column_copies(dst, src, axis, copy_cols, c0)
     if r == 0:
         return [], copies, set()
-    shared = _reencode_blocks(fast_level(dst), src, axis, n0, min(n1, (c0 + 1) * s), n0, offset)
-    return shared, copies, {c0}
+    shared = _reencode_blocks(fast, src, axis, n0, min(n1, (c0 + 1) * s), n0, offset)
+    return shared, copies, {c0} if lowered else set()
 
 
 def _reencode_blocks(dst, src, axis, lo, hi, n0, offset) -> list[Block]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
@@ -144,6 +145,97 @@ def reencode_blocks(src, dst) -> list[Block]:
 def _decode_into(dst, samples, variants, *, src) -> int:
     dst[variants, samples] = read_by_source_chunk(src, variants, samples)
     return trailing_chunks(dst)
+
+
+def rewrite_chunks(array, samples: slice, variants: slice, change: Callable[[Any], None]) -> int | None:
+    """Apply ``change(values)`` in place to each chunk of block ``(variants, samples)`` of ``array``
+    (samples on axis 1, the block on chunk boundaries) and write it back whole; returns the chunks
+    written. Each chunk's stored bytes are decoded with the array's codec straight into a buffer
+    this thread reuses, and encoded again with the codec ``array``'s metadata gives (its level):
+    none of zarr's per-call indexing, and no fresh pages to fault in for each decoded chunk.
+    None when the array's encoding is not one compressor over the chunk's bytes (strings,
+    filters, transposes): the caller goes through zarr."""
+    import itertools
+
+    import numpy as np
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    codec = _chunk_codec(array)
+    if codec is None or variants is None:
+        return None
+    meta, chunks = array.metadata, array.chunks
+    if samples.start % chunks[1] or variants.start % chunks[0]:
+        raise ValueError(f"block {variants}, {samples} of {array.path} is not on chunk boundaries")
+    dtype = np.dtype(array.dtype)
+    size = int(np.prod(chunks)) * dtype.itemsize
+    proto = default_buffer_prototype()
+    store_path = array.async_array.store_path
+    trailing = [range(-(-n // c)) for n, c in zip(array.shape[2:], chunks[2:], strict=True)]
+    written = 0
+    for rest in itertools.product(*trailing):
+        coords = (variants.start // chunks[0], samples.start // chunks[1], *rest)
+        where = store_path / meta.encode_chunk_key(coords)
+        raw = sync(where.get(prototype=proto))
+        values = _buffer(size).view(dtype).reshape(chunks)
+        if raw is None:  # never written: the array's fill value
+            values[...] = _zarr_fill(array)
+        else:
+            codec.decode(raw.as_numpy_array(), out=values)
+        change(values)
+        encoded = codec.encode(values if meta.zarr_format == 2 else values.reshape(-1).view(np.uint8))
+        sync(where.set(proto.buffer.from_bytes(encoded)))
+        written += 1
+    return written
+
+
+def _chunk_codec(array):
+    """The numcodecs compressor that is an array's whole chunk encoding (what bio2zarr writes for
+    numeric fields: little-endian bytes, then blosc or zstd), configured as zarr configures it;
+    None for anything else."""
+    import numcodecs
+    import numpy as np
+
+    meta = array.metadata
+    if getattr(array.dtype, "kind", "O") not in "biuf" or np.dtype(array.dtype).byteorder == ">":
+        return None
+    if meta.zarr_format == 2:
+        ok = not meta.filters and meta.order == "C"
+        codec = meta.compressor if ok else None
+        return codec if isinstance(codec, numcodecs.Blosc | numcodecs.Zstd) else None
+    codecs = [c.to_dict() for c in meta.codecs]
+    if len(codecs) != 2 or codecs[0]["name"] != "bytes":
+        return None
+    if (codecs[0].get("configuration") or {}).get("endian", "little") != "little":
+        return None
+    name, config = codecs[1]["name"], dict(codecs[1].get("configuration") or {})
+    if name == "blosc":
+        shuffle = ["noshuffle", "shuffle", "bitshuffle"].index(config["shuffle"])
+        return numcodecs.Blosc.from_config({**config, "shuffle": shuffle})
+    if name == "zstd":
+        return numcodecs.Zstd.from_config(config)
+    return None
+
+
+def _zarr_fill(array):
+    """What zarr reads for a chunk never written."""
+    from vczstore_dagster.store import schema
+
+    fill = array.metadata.fill_value
+    return schema.default_fill(array) if fill is None else fill
+
+
+_buffers = threading.local()
+
+
+def _buffer(size: int):
+    """A byte buffer of at least ``size`` bytes, one per thread, reused from chunk to chunk."""
+    import numpy as np
+
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or buf.nbytes < size:
+        _buffers.buf = buf = np.empty(size, dtype=np.uint8)
+    return buf[:size]
 
 
 def release_freed_memory() -> None:

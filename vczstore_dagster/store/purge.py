@@ -113,10 +113,10 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress, cluster=None) -> Re
         try:
             session = repo.writable_session(wip)
             root = zarr.open_group(session.store, mode="r+")
-            columns, _ = blank_samples(root, hits, progress=progress, cluster=cluster)
+            blanked = blank_samples(root, hits, progress=progress, cluster=cluster)
             scrub_attributes(root, removed_ids)
             ledger = read_ledger(root)
-            note_fast_columns(root, ledger, columns)
+            note_fast_columns(ledger, blanked.fast_level_columns)
             if ledger.stats_release == tag:
                 write_release_stats(root)
             ledger.withdrawn = sorted(set(ledger.withdrawn) | {salted_hash(salt, s) for s in removed_ids})

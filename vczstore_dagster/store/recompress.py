@@ -22,6 +22,7 @@ from vczstore_dagster.store import schema
 from vczstore_dagster.store.blocks import (
     array_blocks,
     read_by_source_chunk,
+    rewrite_chunks,
     seen_as,
     trailing_chunks,
 )
@@ -61,12 +62,9 @@ def _at_fast_level(codec):
     return codec
 
 
-def note_fast_columns(group, ledger, columns) -> None:
-    """Record in ``ledger`` that sample-chunk ``columns`` of ``group`` were written by
-    :func:`fast_level` arrays (nothing when no sample array has a level to lower)."""
-    columns = {int(c) for c in columns}
-    if columns and any(writes_faster(a) for a in schema.sample_arrays(group).values()):
-        ledger.fast_level_columns = sorted(set(ledger.fast_level_columns) | columns)
+def note_fast_columns(ledger, columns) -> None:
+    """Record in ``ledger`` that sample-chunk ``columns`` hold chunks written at the fast level."""
+    ledger.fast_level_columns = sorted(set(ledger.fast_level_columns) | {int(c) for c in columns})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,6 +205,9 @@ def _columns(group, listed, asked) -> list[int]:
 
 
 def _rewrite(array, samples, variants) -> int:
+    written = rewrite_chunks(array, samples, variants, lambda values: None)
+    if written is not None:
+        return written
     if variants is None:
         array[samples] = array[samples]
         return 1
