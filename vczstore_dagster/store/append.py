@@ -21,7 +21,8 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
-from vczstore_dagster.store.blocks import Block, SourceRow, array_blocks, seen_as, trailing_chunks
+from vczstore_dagster.store.blocks import Block, array_blocks, seen_as, trailing_chunks
+from vczstore_dagster.store.chunkcodec import SourceRow, regrid_row
 from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
@@ -283,6 +284,9 @@ def _reencode_into(dst, samples, variants, *, src, from_samples) -> int:
     if variants is None:
         dst[samples] = _cast(np.asarray(src[from_samples]), dst)
         return 1
+    written = regrid_row(dst, samples, variants, src, from_samples.start)
+    if written is not None:
+        return written
     row = SourceRow(src, variants)
     shift = from_samples.start - samples.start
     trailing = tuple(dst.shape[2:])

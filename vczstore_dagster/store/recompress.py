@@ -19,13 +19,8 @@ import dataclasses
 import time
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.blocks import (
-    array_blocks,
-    read_by_source_chunk,
-    rewrite_chunks,
-    seen_as,
-    trailing_chunks,
-)
+from vczstore_dagster.store.blocks import array_blocks, seen_as, trailing_chunks
+from vczstore_dagster.store.chunkcodec import read_by_source_chunk, rewrite_chunks
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.ledger import read_ledger, write_ledger

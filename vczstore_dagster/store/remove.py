@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.blocks import array_blocks, rewrite_chunks, trailing_chunks
+from vczstore_dagster.store.blocks import array_blocks, trailing_chunks
+from vczstore_dagster.store.chunkcodec import rewrite_chunks
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.ledger import read_ledger, write_ledger
