@@ -173,37 +173,55 @@ def op_reencode_baseline(batches, columns, out, workers=None):
 
 
 def op_regrid_baseline(src, like, out, offset=0, level=None):
-    """Decode a batch on another grid or codec and encode it on the store's grid with the store's
-    codecs (``like`` is a batch in the store's layout), from sample ``offset`` of the grid on (a
-    store whose last column is partial), at ``level`` ("fast": the engine's fast level). Each
-    source chunk is decoded once: a task per array and variant chunk, on every core."""
+    """The floor of re-encoding a batch on the store's grid: decode each of the batch's chunks
+    once (its files memory-mapped) and encode the store's chunks with the store's codecs (``like``
+    is a batch in the store's layout) from sample ``offset`` of the grid on (a store whose last
+    column is partial), at ``level`` ("fast": the engine's fast level), written as plain files
+    under ``out``; no zarr, no Icechunk. A task per array and variant chunk, on every core."""
     import numpy as np
     import zarr
 
     from vczstore_dagster.store import schema
+    from vczstore_dagster.store.chunkcodec import chunk_codec, read_chunk
 
     source = zarr.open_group(src, mode="r")
     template = zarr.open_group(like, mode="r")
-    dst = zarr.open_group(out, mode="w", zarr_format=3)
-    rows = 0
+    out = pathlib.Path(out)
+    tasks = []
     for name, array in schema.sample_arrays(template).items():
-        axis = schema.sample_axis(array)
-        n = source[name].shape[axis]
-        shape = list(array.shape)
-        shape[axis] = offset + n
-        target = _at_level(schema.create_like(dst, name, array, shape=tuple(shape)), level)
-        if axis == 0:
-            target[offset:] = np.asarray(source[name][...])
-            rows += 1
+        (out / name).mkdir(parents=True)
+        if schema.sample_axis(array) == 0:  # sample_id: strings, through zarr
+            (out / name / "all").write_text("\n".join(schema.strings(source[name][...])))
             continue
+        tasks += [(name, array, v0) for v0 in range(0, array.shape[0], array.chunks[0])]
 
-        def regrid(v0, target=target, name=name):
-            v1 = min(target.shape[0], v0 + target.chunks[0])
-            target[v0:v1, offset:] = np.asarray(source[name][v0:v1])
-            return 1
+    def row(task):
+        name, array, v0 = task
+        src_array = source[name]
+        decode, encode = chunk_codec(src_array), chunk_codec(_at_level(array, level))
+        s, sv, n = array.chunks[1], src_array.chunks[1], src_array.shape[1]
+        rows = min(array.shape[0], v0 + array.chunks[0]) - v0
+        held = np.empty(src_array.chunks, dtype=src_array.dtype)
+        column = np.zeros(array.chunks, dtype=array.dtype)
+        held_k, written = None, 0
+        for c in range(offset // s, -(-(offset + n) // s)):
+            lo, hi = max(c * s, offset), min((c + 1) * s, offset + n)  # store samples
+            x = lo - offset
+            while x < hi - offset:  # batch samples, chunk by chunk
+                k = x // sv
+                y = min(hi - offset, (k + 1) * sv)
+                if k != held_k:  # the chunk file memory-mapped, decoded into ``held``
+                    read_chunk(src_array, decode, (v0 // array.chunks[0], k,
+                                                   *[0] * (array.ndim - 2)), held)
+                    held_k = k
+                column[:rows, x + offset - c * s : y + offset - c * s] = held[:rows, x - k * sv : y - k * sv]
+                x = y
+            data = column.reshape(-1).view(np.uint8)
+            (out / name / f"{v0}.{c}").write_bytes(encode.encode(data))
+            written += 1
+        return written
 
-        rows += sum(_on_every_core(regrid, range(0, array.shape[0], array.chunks[0])))
-    return {"rows": rows}
+    return {"chunks": sum(_on_every_core(row, tasks))}
 
 
 def op_decode_genotypes(batches):

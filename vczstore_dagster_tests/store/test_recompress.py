@@ -180,3 +180,30 @@ def test_cli_info_reports_and_recompress_restores(make_store, vcf_batch, tmp_pat
     assert "recompressed 2 sample-chunk column(s) (0, 5)" in out, out
     assert "fast level" not in helpers.run([vczstore, "info", store.url]).stdout
     assert "nothing to recompress" in helpers.run([vczstore, "recompress", store.url]).stdout
+
+
+def test_redaction_takes_the_removed_samples_out_of_the_statistics(make_store, vcf_batch, tmp_path):
+    """Redacting a release subtracts the removed samples' counts from its statistics (one chunk
+    column read): bit for bit what a recount over every genotype gives."""
+    from vczstore_dagster.store import stats
+
+    store, _, vcfs = two_batch_store(make_store, vcf_batch, tmp_path)
+    tag_release(store, "r")
+    removed = ["W00001", "W00010", "X00002", "X00003"]  # columns 0, 2 and 3
+    remove_samples(store, removed)
+    purge(store)
+    group = store.readonly_group("r-r1")
+    recount = list(stats.compute(group))
+    for k, name in enumerate(("variant_AC", "variant_AN", "variant_NS", "variant_AF",
+                              "variant_call_rate"), start=2):
+        want = np.concatenate([np.asarray(part[k]) for part in recount])
+        got = np.asarray(group[name][...])
+        if want.dtype.kind == "f":
+            want, got = want.astype("f4").view("i4"), got.view("i4")
+        assert np.array_equal(want, got), name
+    truth = helpers.bcftools_truth(vcfs, removed)
+    filled = helpers.run(["bcftools", "+fill-tags", "-", "--", "-t", "AC,AN"], input=truth).stdout
+    from vczstore_dagster_tests.store.test_withdrawal import _info_by_site
+
+    assert _info_by_site(filled, ("AC", "AN")) == _info_by_site(
+        helpers.vcztools_text_from_group(group), ("AC", "AN"))
