@@ -73,8 +73,8 @@ async def _copy_all(copies, on_chunk) -> int:
             taken = await budget.take(size or 0)
             try:
                 if path is not None:
-                    mapped = map_file(path, size)
-                    buf = None if mapped is None else proto.buffer.from_bytes(mapped)
+                    buf = map_file(path, size)
+                    buf = None if buf is None else proto.buffer.from_bytes(buf)
                 else:
                     buf = await (job.src / job.src_key).get(prototype=proto)
                 if buf is None:
