@@ -388,8 +388,8 @@ class Bench:
 
     def bench_purge(self):
         row = Row("purge (redact 1 release, expire, GC)", Series(),
-                  note="includes the engine's 1.5 s settle before the GC cutoff; redacting the "
-                       "release re-encodes the removed sample's chunk column")
+                  note="includes the wait for a GC cutoff (whole seconds, less one) after main's "
+                       "last commit, 1-2 s; redacting the release re-encodes the removed sample's chunk column")
         redaction = Row("purge: redacting the release", Series(),
                         "decode + re-encode its column, store's level, one core", Series(),
                         target="≤ 1/3 baseline",

@@ -131,6 +131,43 @@ def _echo_cluster(work) -> None:
                    f"worker(s) at {work.scheduler}")
 
 
+lock_option = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="How long to wait for another writer's lock on a local store before giving up "
+         "(default: VCZSTORE_LOCK_TIMEOUT, else 3600).")
+
+
+def threshold_options(f):
+    """--min-site-coverage and --max-dropped-fraction (the engine's Thresholds)."""
+    f = click.option(
+        "--max-dropped-fraction", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+        help="Refuse a batch more than this share of whose records are at no store site and "
+             "would be dropped (default 0.5; 1 turns it off).")(f)
+    return click.option(
+        "--min-site-coverage", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+        help="Refuse a batch that covers less than this share of the store's sites, the rest "
+             "filled with missing values (default 0.5; 0 turns it off).")(f)
+
+
+def _thresholds(min_site_coverage, max_dropped_fraction):
+    from vczstore_dagster.store import Thresholds
+
+    return Thresholds.of(min_site_coverage, max_dropped_fraction)
+
+
+def _coverage_table(plan) -> str:
+    """Per contig and overall: the store's sites the batch covers, the batch's records dropped."""
+    from vczstore_dagster.store.plan import percent
+
+    rows = [[name, str(c.store_sites), str(c.covered), percent(c.site_coverage), str(c.records),
+             str(c.dropped), percent(c.dropped_fraction)]
+            for name, c in plan.contigs.items() if c.store_sites or c.records]
+    rows.append(["all", str(plan.store_sites), str(plan.covered), percent(plan.site_coverage),
+                 str(plan.batch_records), str(plan.dropped), percent(plan.dropped_fraction)])
+    return _table(rows, ["CONTIG", "STORE SITES", "COVERED", "COVERAGE", "BATCH RECORDS",
+                         "DROPPED", "DROPPED %"])
+
+
 def _quiet_libraries(settings: Settings) -> None:
     """Keep Icechunk's Rust warnings and library warnings off the terminal unless -v."""
     if settings.quieted:
@@ -191,11 +228,13 @@ def _configure_logging(ctx: click.Context, verbose: int) -> None:
         ctx.call_on_close(lambda logger=logger, h=h: logger.removeHandler(h))
 
 
-def _open(ctx: click.Context, url: str, storage_options: dict, backend: str | None):
+def _open(ctx: click.Context, url: str, storage_options: dict, backend: str | None,
+          lock_timeout: float | None = None):
     _quiet_libraries(_settings(ctx))
     from vczstore_dagster.store import open_store
 
-    return open_store(url, storage_options=storage_options or None, backend=backend)
+    return open_store(url, storage_options=storage_options or None, backend=backend,
+                      lock_timeout=lock_timeout)
 
 
 def _bytes(n: int | None) -> str:
@@ -317,46 +356,82 @@ def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_siz
               help="Zarr format of the output (default 3; not with --like).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes for bio2zarr (0: in this process).")
+@threshold_options
 @store_options
 @click.pass_context
 def convert(ctx, vcfs, out, like, variants_chunk_size, samples_chunk_size, zarr_format, workers,
-            storage_options, backend):
-    """Convert VCF file(s) into a VCZ batch at OUT (unindexed VCFs are indexed on the way)."""
+            min_site_coverage, max_dropped_fraction, storage_options, backend):
+    """Convert VCF file(s) into a VCZ batch at OUT (unindexed VCFs are indexed on the way).
+
+    With --like STORE the batch is harmonised to the store's variant set and refused when it
+    covers too few of the store's sites, would drop too many of its records, or is on another
+    reference (contig names, contig lengths, positions shifted by one). A VCZ directory given
+    instead of VCF files (one converted elsewhere) is harmonised the same way."""
+    thresholds = [min_site_coverage, max_dropped_fraction]
     if like is not None:
         clash = [name for name, value in (("--variants-chunk-size", variants_chunk_size),
                                           ("--samples-chunk-size", samples_chunk_size),
                                           ("--zarr-format", zarr_format)) if value is not None]
         if clash:
             raise click.UsageError(f"{', '.join(clash)}: not with --like (the store decides)")
-    elif storage_options or backend:
-        raise click.UsageError("--storage-option and --backend apply to the --like store")
+    elif storage_options or backend or thresholds != [None, None]:
+        raise click.UsageError("--storage-option, --backend, --min-site-coverage and "
+                               "--max-dropped-fraction go with --like STORE")
     settings = _settings(ctx)
     _quiet_libraries(settings)
-    from vczstore_dagster.store import convert_vcfs
+    from vczstore_dagster.store import convert_vcfs, harmonise_batch
 
     template = _open(ctx, like, storage_options, backend) if like is not None else None
-    result = convert_vcfs(list(vcfs), out, like=template, progress=settings.progress,
-                          worker_processes=workers, variants_chunk_size=variants_chunk_size,
-                          samples_chunk_size=samples_chunk_size,
-                          zarr_format=int(zarr_format or 3))
-    click.echo(f"converted {len(vcfs)} VCF file(s) → {result.path}: {result.num_samples} samples, "
-               f"{result.num_variants} variants in {result.seconds:.1f} s")
-    if result.sample_offset:
-        click.echo(f"laid out on the store's sample grid (offset {result.sample_offset})")
-    for field in result.dropped_fields:
-        click.echo(f"warning: field {field} is not in the store and was dropped", err=True)
+    if template is not None and len(vcfs) == 1 and os.path.isdir(vcfs[0]):
+        plan = harmonise_batch(template, vcfs[0], out, thresholds=_thresholds(*thresholds))
+        click.echo(f"harmonised {vcfs[0]} → {out}")
+    else:
+        result = convert_vcfs(list(vcfs), out, like=template, progress=settings.progress,
+                              worker_processes=workers, variants_chunk_size=variants_chunk_size,
+                              samples_chunk_size=samples_chunk_size,
+                              zarr_format=int(zarr_format or 3),
+                              thresholds=_thresholds(*thresholds) if template is not None else None)
+        click.echo(f"converted {len(vcfs)} VCF file(s) → {result.path}: {result.num_samples} "
+                   f"samples, {result.num_variants} variants in {result.seconds:.1f} s")
+        if result.sample_offset:
+            click.echo(f"laid out on the store's sample grid (offset {result.sample_offset})")
+        for field in result.dropped_fields:
+            click.echo(f"warning: field {field} is not in the store and was dropped", err=True)
+        plan = result.harmonisation
+    if plan is not None:
+        from vczstore_dagster.store.policy import assess
+
+        click.echo(f"coverage: {plan.coverage_line()}")
+        for f in assess(plan, os.path.basename(str(out)), allow_new_alleles=True):
+            if f.severity == "warning":
+                click.echo(f"warning: {f.message}", err=True)
+        if plan.new_alleles:
+            click.echo(f"note: {plan.num_new_alleles} new ALT allele(s); append with "
+                       "--allow-new-alleles to add them to the store", err=True)
 
 
 @cli.command()
 @click.argument("store")
 @click.argument("batch")
+@click.option("--allow-new-alleles", is_flag=True,
+              help="Check as `append --allow-new-alleles` would: new ALT alleles are not an error.")
+@threshold_options
 @store_options
 @click.pass_context
-def check(ctx, store, batch, storage_options, backend):
-    """Check whether BATCH (a VCZ) can be appended to STORE; exit 1 on any error finding."""
+def check(ctx, store, batch, allow_new_alleles, min_site_coverage, max_dropped_fraction,
+          storage_options, backend):
+    """Check whether BATCH (a VCZ) can be appended to STORE; exit 1 on any error finding.
+
+    Shows the coverage figures per contig (the store's sites the batch covers, the batch's
+    records dropped), then every finding."""
     from vczstore_dagster.store import check_batch
 
-    report = check_batch(_open(ctx, store, storage_options, backend), batch)
+    report = check_batch(_open(ctx, store, storage_options, backend), batch,
+                         allow_new_alleles=allow_new_alleles,
+                         thresholds=_thresholds(min_site_coverage, max_dropped_fraction))
+    if report.plan is not None:
+        click.echo(_coverage_table(report.plan))
+        click.echo()
     rows = [[f.severity, f.id, f.message] for f in report.findings]
     if rows:
         click.echo(_table(rows, ["SEVERITY", "ID", "MESSAGE"]))
@@ -375,17 +450,22 @@ def check(ctx, store, batch, storage_options, backend):
 @click.option("--batch-id", default=None, help="Id recorded in the ledger (default: BATCH's name).")
 @click.option("--allow-new-alleles", is_flag=True,
               help="Add the new ALT alleles the batch brings to the store's sites in this commit.")
+@lock_option
+@threshold_options
 @store_options
 @dask_option
 @click.pass_context
-def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, backend,
-           dask_scheduler):
-    """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit."""
+def append(ctx, store, batch, batch_id, allow_new_alleles, min_site_coverage, max_dropped_fraction,
+           lock_timeout, storage_options, backend, dask_scheduler):
+    """Append BATCH (a VCZ, best made with `convert --like STORE`) to STORE as one commit,
+    after the checks of `check` (refused, store untouched, on any error finding)."""
     from vczstore_dagster.store import append_batch
 
     settings = _settings(ctx)
-    result = append_batch(_open(ctx, store, storage_options, backend), batch, batch_id=batch_id,
-                          progress=settings.progress, allow_new_alleles=allow_new_alleles,
+    result = append_batch(_open(ctx, store, storage_options, backend, lock_timeout), batch,
+                          batch_id=batch_id, progress=settings.progress,
+                          allow_new_alleles=allow_new_alleles,
+                          thresholds=_thresholds(min_site_coverage, max_dropped_fraction),
                           dask_scheduler=dask_scheduler)
     for f in result.findings:
         if f.severity == "warning":
@@ -407,10 +487,12 @@ def append(ctx, store, batch, batch_id, allow_new_alleles, storage_options, back
 @click.argument("sample_ids", nargs=-1, metavar="SAMPLE...")
 @click.option("--from-file", "from_file", type=click.File("r"), default=None, metavar="F",
               help="More sample ids, one a line ('-' for stdin; blank lines and #comments skipped).")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_scheduler):
+def remove(ctx, store, sample_ids, from_file, lock_timeout, storage_options, backend,
+           dask_scheduler):
     """Withdraw samples from STORE in one commit: their genotypes become missing values and their
     ids are hidden; a withdrawn id can never be appended again. Run `purge` next so that history
     and releases forget them too."""
@@ -423,8 +505,8 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_sch
         raise click.UsageError("give at least one SAMPLE or --from-file F")
 
     settings = _settings(ctx)
-    r = remove_samples(_open(ctx, store, storage_options, backend), ids, progress=settings.progress,
-                       dask_scheduler=dask_scheduler)
+    r = remove_samples(_open(ctx, store, storage_options, backend, lock_timeout), ids,
+                       progress=settings.progress, dask_scheduler=dask_scheduler)
     click.echo(f"removed {r.num_removed} sample(s); {r.withdrawn_total} withdrawn in all")
     click.echo(f"rewritten: {r.columns_rewritten} sample-chunk column(s), {r.chunks_rewritten} "
                f"chunk(s); {r.attributes_scrubbed} attribute(s) scrubbed")
@@ -440,16 +522,17 @@ def remove(ctx, store, sample_ids, from_file, storage_options, backend, dask_sch
 @click.argument("store")
 @click.argument("field")
 @click.argument("dtype", metavar="TYPE")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def widen(ctx, store, field, dtype, storage_options, backend, dask_scheduler):
+def widen(ctx, store, field, dtype, lock_timeout, storage_options, backend, dask_scheduler):
     """Rewrite FORMAT field FIELD of STORE with the wider integer TYPE (int16, int32, int64) in one
     commit, so that batches with larger values (deeper coverage, say) fit. Icechunk stores only."""
     from vczstore_dagster.store.widen import widen_field
 
     settings = _settings(ctx)
-    r = widen_field(_open(ctx, store, storage_options, backend), field, dtype,
+    r = widen_field(_open(ctx, store, storage_options, backend, lock_timeout), field, dtype,
                     progress=settings.progress, dask_scheduler=dask_scheduler)
     click.echo(f"widened {r.field}: {r.old_dtype} → {r.new_dtype} ({r.chunks_rewritten} chunk(s))")
     click.echo(f"snapshot: {r.snapshot_id}")
@@ -460,22 +543,34 @@ def widen(ctx, store, field, dtype, storage_options, backend, dask_scheduler):
 
 @cli.command()
 @click.argument("store")
+@click.option("--grace", "grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="S3: how long a writer may run beside the purge; the purge waits for writers "
+                   "in flight up to that age and takes older ones for dead (default: "
+                   "VCZSTORE_PURGE_GRACE_SECONDS, else 3600).")
+@lock_option
 @store_options
 @dask_option
 @click.pass_context
-def purge(ctx, store, storage_options, backend, dask_scheduler):
+def purge(ctx, store, grace, lock_timeout, storage_options, backend, dask_scheduler):
     """Make STORE forget withdrawn samples: redact the releases that hold them (re-tagged as
-    NAME-rN), then expire history and garbage-collect. Irreversible."""
+    NAME-rN), then expire history and garbage-collect. Irreversible. Run it again if it was
+    interrupted: it finishes what it started."""
     from vczstore_dagster.store.purge import purge as purge_store
 
     settings = _settings(ctx)
-    r = purge_store(_open(ctx, store, storage_options, backend), progress=settings.progress,
-                    dask_scheduler=dask_scheduler)
+    r = purge_store(_open(ctx, store, storage_options, backend, lock_timeout),
+                    progress=settings.progress, grace_seconds=grace, dask_scheduler=dask_scheduler)
+    for name in r.releases_completed:
+        click.echo(f"completed release {name} (its tag had been interrupted)")
     for red in r.redacted:
+        done = " (finished an interrupted redaction)" if red.resumed else ""
         click.echo(f"redacted release {red.release} → {red.replaced_by} "
-                   f"({red.samples_removed} sample(s) removed; snapshot {red.snapshot_id})")
+                   f"({red.samples_removed} sample(s) removed; snapshot {red.snapshot_id}){done}")
     if not r.redacted:
         click.echo("no release needed redacting")
+    if r.writers_waited_for or r.abandoned_branches_deleted:
+        click.echo(f"writers in flight waited for: {r.writers_waited_for}; temporary branches of "
+                   f"dead writers deleted: {r.abandoned_branches_deleted}")
     click.echo(f"expired {r.snapshots_expired} snapshot(s); deleted {r.chunks_deleted} chunk(s), "
                f"{r.objects_deleted} object(s), {_bytes(r.bytes_deleted)}"
                + (f"; cutoff {r.cutoff}" if r.cutoff else ""))
@@ -487,15 +582,19 @@ def purge(ctx, store, storage_options, backend, dask_scheduler):
 @click.argument("store")
 @click.argument("name")
 @click.option("-m", "--message", default=None, help="A note kept with the release.")
+@lock_option
 @store_options
 @click.pass_context
-def tag(ctx, store, name, message, storage_options, backend):
-    """Tag the head of STORE as release NAME (immutable; Icechunk stores only)."""
+def tag(ctx, store, name, message, lock_timeout, storage_options, backend):
+    """Tag the head of STORE as release NAME (immutable; Icechunk stores only). If a tag of NAME
+    was interrupted after its commit, this tags that commit instead."""
     from vczstore_dagster.store import tag_release
 
-    result = tag_release(_open(ctx, store, storage_options, backend), name, message=message)
+    result = tag_release(_open(ctx, store, storage_options, backend, lock_timeout), name,
+                         message=message)
+    done = " (completed the interrupted release)" if result.completed else ""
     click.echo(f"release {result.name}: snapshot {result.snapshot_id}, "
-               f"{result.active_samples} active samples, {len(result.batches)} batch(es)")
+               f"{result.active_samples} active samples, {len(result.batches)} batch(es){done}")
 
 
 def _batch_list(batches: list[str]) -> str:
@@ -527,9 +626,28 @@ def releases(ctx, store, notes_for, storage_options, backend):
         note = " (plain Zarr stores have no releases)" if opened.backend == "zarr" else ""
         click.echo(f"no releases{note}")
         return
-    rows = [[r.name, _short(r.snapshot_id), r.time or "-", str(r.active_samples),
-             _batch_list(r.batches), r.replaces or "-"] for r in found]
-    click.echo(_table(rows, ["NAME", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES"]))
+    rows = [[r.name, r.state, _short(r.snapshot_id), r.time or "-", str(r.active_samples),
+             _batch_list(r.batches), r.replaces or "-", r.replaced_by or "-"] for r in found]
+    click.echo(_table(rows, ["NAME", "STATE", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES",
+                             "REPLACED_BY"]))
+    for r in found:
+        if not r.citable:
+            click.echo(f"{r.name}: {_release_note(r)}")
+
+
+def _release_note(release) -> str:
+    """Why a release is not citable ("" when it is)."""
+    if release.state == "replaced":
+        when = f" on {release.redacted_at[:10]}" if release.redacted_at else ""
+        return f"replaced by {release.replaced_by}{when}; not citable"
+    if release.state == "incomplete":
+        return f"incomplete: its tag was not made; run `vczstore tag` for {release.name} again"
+    return ""
+
+
+def _release_label(release) -> str:
+    note = _release_note(release)
+    return f"{release.name} ({note})" if note else release.name
 
 
 @cli.command()
@@ -553,7 +671,7 @@ def info(ctx, store, at, storage_options, backend):
     ]
     if i.last_commit_message is not None:
         lines.append(("last commit", f"{i.last_commit_time}  {i.last_commit_message}"))
-    lines.append(("releases", ", ".join(i.releases) if i.releases else "-"))
+    lines.append(("releases", ", ".join(_release_label(r) for r in i.releases) or "-"))
     if i.stale_info_fields:
         lines.append(("stale INFO", ", ".join(i.stale_info_fields)
                       + " (out of date with the current samples)"))

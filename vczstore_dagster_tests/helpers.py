@@ -333,12 +333,10 @@ def _norm_scalar(p: str) -> str:
 
 
 def _norm_gt(gt: str) -> str:
-    # "." and "./." both mean a missing diploid call in a 2-ploid dataset.
-    if gt in (".", "./.", ".|."):
-        return "./."
-    # htslib keeps the phase bit inside each allele's value, and a missing allele has none:
-    # bcftools prints the generator's "0|." as "0/.", vcztools keeps "0|.". Phase of a
-    # half-missing call is therefore not compared.
+    """A GT value in a canonical spelling. Ploidy is kept: "." (a missing haploid call) and
+    "./." (a missing diploid call) differ. Phase is not compared where an allele is missing:
+    htslib keeps the phase bit inside each allele's value and a missing allele has none, so
+    bcftools prints the generator's "0|." as "0/." and ".|." as "./.", vcztools keeps them."""
     alleles = gt.replace("|", "/").split("/")
     if "." in alleles:
         return "/".join(alleles)
@@ -369,6 +367,18 @@ def parse_vcf_text(text: str) -> VcfTable:
                 per_sample[name] = d
         rows.append((chrom, int(pos), vid, ref, alt, qual, flt, per_sample))
     return VcfTable(samples, rows)
+
+
+def haploid_missing(table: VcfTable, samples, contigs) -> VcfTable:
+    """``bcftools merge`` fills a record that one file lacks with "./." for that file's samples,
+    whatever their ploidy; a store knows a haploid sample's missing call is "." (fill in the
+    second slot). Spell the merge's fill as "." for ``samples`` on ``contigs``."""
+    for row in table.rows:
+        if row[0] in contigs:
+            for name in samples:
+                if row[7].get(name, {}).get("GT") == "./.":
+                    row[7][name]["GT"] = "."
+    return table
 
 
 def bcftools_truth(vcf_paths, removed=()) -> str:
@@ -538,16 +548,102 @@ def start_append(store, batch, batch_id: str, *extra, env: dict | None = None):
                              *extra, env=env)
 
 
+def vczstore_process(*args, env: dict | None = None) -> subprocess.Popen:
+    """The installed ``vczstore`` console script in its own process group (pipes for its output)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.Popen([venv_tool("vczstore"), "--no-progress", *map(str, args)],
+                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, cwd=REPO_ROOT)
+
+
+def pause_env(point: str, marker, until=None, seconds: float = 300) -> dict:
+    """Environment that holds a writer at the engine's pause point ``point`` (see
+    ``transaction.pause_for_tests``): it writes its pass number to ``marker`` and waits until
+    ``until`` holds a number at least that pass (or for ``seconds`` when ``until`` is None)."""
+    env = {"VCZSTORE_TEST_PAUSE_AT": point, "VCZSTORE_TEST_PAUSE_MARKER": str(marker),
+           "VCZSTORE_TEST_PAUSE_SECONDS": str(seconds)}
+    if until is not None:
+        env["VCZSTORE_TEST_PAUSE_UNTIL"] = str(until)
+    return env
+
+
+def wait_for_pass(marker, n: int, process: subprocess.Popen | None, timeout: float = 120) -> None:
+    """Wait until a paused writer has reached its pause point for the ``n``-th time."""
+    marker = pathlib.Path(marker)
+    wait_until(lambda: marker.exists() and int(marker.read_text() or 0) >= n, process,
+               f"pass {n} of {marker}", timeout)
+
+
+def release_pass(until, n: int) -> None:
+    """Let a writer paused at its ``n``-th pass go on (and every earlier pass)."""
+    tmp = pathlib.Path(str(until) + ".tmp")
+    tmp.write_text(str(n))
+    tmp.replace(until)
+
+
+class StderrFollower:
+    """Reads a process's stderr in a thread, so a test can wait for a line while it runs."""
+
+    def __init__(self, process: subprocess.Popen):
+        import threading
+
+        self.process, self.lines = process, []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> str:
+        """Wait until a line matches ``pattern`` (a regex); returns that line."""
+        import re
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if re.search(pattern, line):
+                    return line
+            if not self.thread.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no stderr line matching {pattern!r} (exit {self.process.poll()}):"
+                             f"\n{self.text[-4000:]}")
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        """Wait for the process; returns (exit code, stdout, stderr)."""
+        out = self.process.stdout.read()
+        code = self.process.wait(timeout=timeout)
+        self.thread.join(timeout=30)
+        return code, out, self.text
+
+
+def wip_branches(store) -> set[str]:
+    from vczstore_dagster.store.transaction import WIP_BRANCH_PREFIX
+
+    return {b for b in store.repo.list_branches() if b.startswith(WIP_BRANCH_PREFIX)}
+
+
 def wait_for_file(path, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     path = pathlib.Path(path)
-    while not path.exists():
-        if process.poll() is not None:
+    wait_until(path.exists, process, str(path), timeout)
+
+
+def wait_until(ready, process: subprocess.Popen | None, what: str, timeout: float) -> None:
+    """Poll ``ready()`` until it is true; fail if ``process`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process is not None and process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"process exited ({process.returncode}) before {path.name}:\n"
+            raise AssertionError(f"process exited ({process.returncode}) before {what}:\n"
                                  f"{out[-2000:]}\n{err[-4000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear in {timeout}s")
+            raise AssertionError(f"no {what} in {timeout}s")
         time.sleep(0.01)
 
 

@@ -11,7 +11,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -120,9 +119,11 @@ def test_worked_flow(tmp_path, vcfs):
 
     r = run("releases", store)
     header, row = r.stdout.splitlines()
-    assert header.split() == ["NAME", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES"]
-    name, _snapshot, _time, active, batches, replaces = row.split()
-    assert (name, active, batches, replaces) == ("rel-1", "16", "b1,batch-2", "-")
+    assert header.split() == ["NAME", "STATE", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES", "REPLACES",
+                              "REPLACED_BY"]
+    name, state, _snapshot, _time, active, batches, replaces, replaced_by = row.split()
+    assert (name, state, active, batches, replaces, replaced_by) == (
+        "rel-1", "citable", "16", "b1,batch-2", "-", "-")
 
     notes = run("releases", store, "--notes", "rel-1").stdout
     assert notes.startswith("# Release rel-1")
@@ -281,11 +282,13 @@ def test_usage_errors_exit_2(args, message):
 def test_help_lists_every_command():
     r = run("--help")
     for command in ("init", "convert", "check", "append", "remove", "purge", "tag", "releases",
-                    "info", "view"):
+                    "info", "view", "widen"):
         assert re.search(rf"^  {command}\s", r.stdout, re.M), command
         sub = run(command, "--help")
         assert "Usage: " in sub.stdout
         assert "--storage-option KEY=VALUE" in sub.stdout, command
+        writes = command in ("append", "remove", "purge", "tag", "widen")
+        assert ("--lock-timeout SECONDS" in sub.stdout) == writes, command
     assert "--progress / --no-progress" in r.stdout
 
 
@@ -309,11 +312,8 @@ def test_help_imports_nothing_heavy():
 
 
 def test_console_script_exit_codes(small_store, bad_batch, tmp_path):
-    t0 = time.perf_counter()
-    proc = vczstore("--help")
-    elapsed = time.perf_counter() - t0
+    proc = vczstore("--help")  # its start-up time is measured in benchmarks/ (bench_help)
     assert proc.returncode == 0 and "Commands:" in proc.stdout
-    assert elapsed < 2, f"vczstore --help took {elapsed:.2f} s"
 
     proc = vczstore("check")
     assert proc.returncode == 2 and "Missing argument" in proc.stderr
@@ -367,11 +367,17 @@ def test_remove_and_purge(tmp_path, vcfs):
     request = tmp_path / "withdrawn.txt"
     request.write_text(f"# consent withdrawn\n{ids[1]}\n\n{ids[6]}\n")
     r = run("remove", store, "--from-file", request)
-    assert "2" in r.stdout
+    assert r.stdout.splitlines()[0] == "removed 2 sample(s); 2 withdrawn in all"
     assert ids[1] not in r.stdout + r.stderr and ids[6] not in r.stdout + r.stderr
     r = run("purge", store)
-    assert "2026-10" in r.stdout and "2026-10-r1" in r.stdout
+    assert re.match(r"redacted release 2026-10 → 2026-10-r1 \(2 sample\(s\) removed; snapshot "
+                    r"\w+\)\nexpired \d+ snapshot\(s\)", r.stdout), r.stdout
     assert ids[1] not in r.stdout + r.stderr
+    r = run("releases", store)
+    assert [line.split()[:2] for line in r.stdout.splitlines()[1:3]] == [
+        ["2026-10", "replaced"], ["2026-10-r1", "citable"]]
+    r = run("info", store, "--at", "2026-10", ok=False)
+    assert r.exit_code == 1 and "release 2026-10 was replaced by 2026-10-r1" in r.stderr
     assert header_samples(run("view", store).stdout) == [s for s in ids if s not in (ids[1], ids[6])]
     assert header_samples(run("view", store, "--at", "2026-10-r1").stdout) == [
         s for s in ids if s not in (ids[1], ids[6])]

@@ -2,17 +2,28 @@
 
 A failed check stops ``vcz_store[B]`` in the same run, so the store is never touched by a batch
 that does not fit. ``store_consistent`` (the append's audit) is reported by ``vcz_store`` itself.
+
+What a batch must meet (coverage thresholds, whether new ALT alleles may be added) is decided per
+run in ``staged_batch``'s config (:class:`BatchChecksConfig`; the store resource gives the
+defaults), kept beside the staged batch, and read by the checks and by ``vcz_store``, so that the
+three steps judge the batch alike.
 """
 
 import collections
+import json
 import warnings
 
 import dagster as dg
+from pydantic import Field
 
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import call_engine, redact, vcz_sample_ids
 from vczstore_dagster.defs.resources import StagingResource, VczStoreResource
-from vczstore_dagster.store import Finding, check_batch
+from vczstore_dagster.store import Finding, Thresholds, check_batch
+from vczstore_dagster.store.compatibility import check_new_batch
+from vczstore_dagster.store.plan import percent
+
+SETTINGS_FILE = "checks.json"
 
 # Which of the engine's concerns each check answers for. Layout findings (chunk grid, Zarr format)
 # and source findings (not a VCZ) are about the batch's arrays, so they count as fields.
@@ -22,10 +33,74 @@ CONCERNS = {
     "samples_are_new": ("samples",),
 }
 DESCRIPTIONS = {
-    "variants_match_store": "The batch has exactly the store's variants: contigs, positions, alleles.",
+    "variants_match_store": (
+        "The batch covers enough of the store's sites and drops few of its own records (coverage "
+        "per contig in the metadata); it is on the store's reference (contig names and lengths, "
+        "positions not shifted by one); it brings no new ALT allele unless the run allows them."),
     "fields_match_store": "The batch's fields fit the store's arrays: names, dtypes, shapes, format.",
     "samples_are_new": "Every sample ID is non-empty, unique, not in the store, never withdrawn.",
 }
+
+
+class BatchChecksConfig(dg.Config):
+    """What this run's batch must meet; unset values come from the store resource."""
+
+    min_site_coverage: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Refuse the batch when it covers less than this share of the store's sites "
+                    "(default: the store resource's min_site_coverage, 0.5 unless set).")
+    max_dropped_fraction: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Refuse the batch when more than this share of its records are at no store "
+                    "site (default: the store resource's max_dropped_fraction, 0.5 unless set).")
+    allow_new_alleles: bool = Field(
+        default=False,
+        description="Add the new ALT alleles the batch brings to the store's sites in the append.")
+
+
+def save_settings(staging: StagingResource, batch_id: str, config: BatchChecksConfig,
+                  store: VczStoreResource) -> dict:
+    """The run's settings, completed from the store resource, kept beside the staged batch."""
+    settings = {
+        "min_site_coverage": config.min_site_coverage if config.min_site_coverage is not None
+        else store.min_site_coverage,
+        "max_dropped_fraction": config.max_dropped_fraction if config.max_dropped_fraction is not None
+        else store.max_dropped_fraction,
+        "allow_new_alleles": config.allow_new_alleles,
+    }
+    path = staging.batch_dir(batch_id) / SETTINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings))
+    return settings
+
+
+def load_settings(staging: StagingResource, batch_id: str,
+                  store: VczStoreResource) -> tuple[Thresholds, bool]:
+    """(thresholds, allow_new_alleles) that ``staged_batch`` decided for this batch."""
+    path = staging.batch_dir(batch_id) / SETTINGS_FILE
+    raw = json.loads(path.read_text()) if path.exists() else {}
+    thresholds = Thresholds(raw.get("min_site_coverage", store.min_site_coverage),
+                            raw.get("max_dropped_fraction", store.max_dropped_fraction))
+    return thresholds, bool(raw.get("allow_new_alleles", False))
+
+
+def coverage_metadata(plan) -> dict:
+    """The plan's coverage figures as numbers, and per contig as a table."""
+    if plan is None:
+        return {}
+    columns = [("contig", "string"), ("store_sites", "int"), ("covered", "int"),
+               ("site_coverage", "float"), ("batch_records", "int"), ("dropped", "int"),
+               ("dropped_fraction", "float")]
+    rows = [dg.TableRecord({"contig": name, "store_sites": c.store_sites, "covered": c.covered,
+                            "site_coverage": round(c.site_coverage, 6) if c.store_sites else 0.0,
+                            "batch_records": c.records, "dropped": c.dropped,
+                            "dropped_fraction": round(c.dropped_fraction, 6) if c.records else 0.0})
+            for name, c in plan.contigs.items() if c.store_sites or c.records]
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns])
+    return {**plan.coverage_metadata(),
+            "coverage": f"{percent(plan.site_coverage)} of the store's sites; "
+                        f"{percent(plan.dropped_fraction)} of the batch's records dropped",
+            "coverage_by_contig": dg.MetadataValue.table(rows, schema=schema)}
 
 
 def partitioned_check_spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
@@ -42,7 +117,8 @@ def _finding_text(finding: Finding, sample_ids) -> str:
     return f"[{finding.severity}] {finding.id}: {redact(finding.public_message, sample_ids)}"
 
 
-def check_result(name: str, findings: list[Finding], sample_ids, fast_path: bool) -> dg.AssetCheckResult:
+def check_result(name: str, findings: list[Finding], sample_ids, fast_path: bool,
+                 extra: dict | None = None) -> dg.AssetCheckResult:
     errors = [f for f in findings if f.severity == "error"]
     warnings_ = [f for f in findings if f.severity == "warning"]
     lines = [_finding_text(f, sample_ids) for f in findings]
@@ -62,6 +138,7 @@ def check_result(name: str, findings: list[Finding], sample_ids, fast_path: bool
             "finding_ids": ", ".join(sorted(collections.Counter(f.id for f in findings))) or "none",
             "findings": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines) or "none"),
             "fast_path": fast_path,
+            **(extra or {}),
         },
     )
 
@@ -75,19 +152,24 @@ def staged_batch_matches_store(
 ):
     batch_id = context.partition_key
     path = staging.batch_vcz(batch_id)
-    existing = store.open_if_exists()
-    if existing is None:
-        for name in CONCERNS:
-            yield dg.AssetCheckResult(
-                asset_key="staged_batch",
-                check_name=name,
-                passed=True,
-                description="no store yet: this batch will create it",
-                metadata={"errors": 0, "warnings": 0},
-            )
-        return
     sample_ids = vcz_sample_ids(path)
-    report = call_engine("checking the batch", check_batch, existing, path, sample_ids=sample_ids)
+    existing = store.open_if_exists()
+    if existing is None:  # the batch will create the store: its samples and chunks are checked
+        report = call_engine("checking the batch", check_new_batch, path, sample_ids=sample_ids)
+        for name, concerns in CONCERNS.items():
+            findings = [f for f in report.findings if f.concern in concerns]
+            if name == "variants_match_store":
+                findings.append(Finding("new_store", "info", "variants",
+                                        "no store yet: this batch will create it"))
+            yield check_result(name, findings, sample_ids, False)
+        return
+    thresholds, allow_new_alleles = load_settings(staging, batch_id, store)
+    report = call_engine("checking the batch", check_batch, existing, path, sample_ids=sample_ids,
+                         thresholds=thresholds, allow_new_alleles=allow_new_alleles)
+    settings = {"min_site_coverage": thresholds.min_site_coverage,
+                "max_dropped_fraction": thresholds.max_dropped_fraction,
+                "allow_new_alleles": allow_new_alleles}
     for name, concerns in CONCERNS.items():
         findings = [f for f in report.findings if f.concern in concerns]
-        yield check_result(name, findings, sample_ids, report.fast_path)
+        extra = {**coverage_metadata(report.plan), **settings} if name == "variants_match_store" else {}
+        yield check_result(name, findings, sample_ids, report.fast_path, extra)

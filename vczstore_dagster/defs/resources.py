@@ -3,7 +3,9 @@
 Every location is configured by an environment variable, read when the code location loads:
 ``VCZSTORE_URL``, ``VCZSTORE_INBOX``, ``VCZSTORE_STAGING``, ``VCZSTORE_WITHDRAWALS`` (defaults under
 ``./data``), and for S3 the usual ``AWS_*`` variables plus ``VCZSTORE_S3_ENDPOINT``. A variable that
-is set is passed as an ``EnvVar``, so the UI shows its name and never its value.
+is set is passed as an ``EnvVar``, so the UI shows its name and never its value. The thresholds a
+batch must meet, ``VCZSTORE_MIN_SITE_COVERAGE`` and ``VCZSTORE_MAX_DROPPED_FRACTION`` (fractions;
+default 0.5 each), are read as numbers; a run can set others in its ``staged_batch`` config.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 
 import dagster as dg
 
-from vczstore_dagster.store import Store, StoreNotFoundError, open_store
+from vczstore_dagster.store import Store, StoreNotFoundError, Thresholds, open_store
 from vczstore_dagster.store.location import normalise_s3_options, s3_options_from_env, s3fs_kwargs
 
 
@@ -45,6 +47,10 @@ class VczStoreResource(dg.ConfigurableResource):
     backend: str | None = None
     float_compression: str | None = None  # blosc CNAME:LEVEL[:SHUFFLE] for float fields, at creation
     dask_scheduler: str | None = None  # chunk work on this Dask scheduler (an address, or "local")
+    min_site_coverage: float = Thresholds.min_site_coverage
+    """A batch covering less than this share of the store's sites is refused."""
+    max_dropped_fraction: float = Thresholds.max_dropped_fraction
+    """A batch more than this share of whose records are at no store site is refused."""
     s3: S3Options = S3Options()
 
     def storage_options(self) -> dict | None:
@@ -150,6 +156,19 @@ def _setting(name: str, default: str) -> str:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _fraction(name: str, default: float) -> float:
+    setting = os.environ.get(name, "").strip()
+    if not setting:
+        return default
+    try:
+        value = float(setting)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name}={setting!r}: expected a fraction from 0 to 1")
+    return value
+
+
 def _s3_options() -> S3Options:
     fields = {
         "endpoint_url": "VCZSTORE_S3_ENDPOINT",
@@ -171,6 +190,9 @@ def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
             backend=os.environ.get("VCZSTORE_BACKEND") or None,
             float_compression=os.environ.get("VCZSTORE_FLOAT_COMPRESSION") or None,
             dask_scheduler=os.environ.get("VCZSTORE_DASK_SCHEDULER") or None,
+            min_site_coverage=_fraction("VCZSTORE_MIN_SITE_COVERAGE", Thresholds.min_site_coverage),
+            max_dropped_fraction=_fraction("VCZSTORE_MAX_DROPPED_FRACTION",
+                                           Thresholds.max_dropped_fraction),
             s3=s3,
         ),
         "inbox": InboxResource(url=_setting("VCZSTORE_INBOX", str(data / "inbox")), s3=s3),

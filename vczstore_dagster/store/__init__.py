@@ -7,7 +7,7 @@ stays instant.
 
     store = open_store("data/store")                       # or "s3://bucket/prefix", storage_options=...
     convert_vcfs(["b1.vcf.gz"], "staging/b1.vcz", like=store)   # harmonised to the store's variants
-    report = check_batch(store, "staging/b1.vcz")           # CompatibilityReport
+    report = check_batch(store, "staging/b1.vcz")           # CompatibilityReport (report.plan: coverage)
     result = append_batch(store, "staging/b1.vcz", batch_id="b1")   # AppendResult
     tag_release(store, "2026-11")                           # ReleaseResult
     store_info(store, at="2026-11")                         # StoreInfo
@@ -23,13 +23,18 @@ from vczstore_dagster.store.errors import (
     ConcurrentWriteError,
     IncompatibleBatchError,
     InvalidInputError,
+    LockTimeoutError,
+    ReleaseReplacedError,
     StorageUnavailableError,
+    StoreDamagedError,
     StoreNotFoundError,
     VczStoreError,
 )
-from vczstore_dagster.store.harmonise import HarmonisationReport, NewAllele, harmonise_batch
+from vczstore_dagster.store.harmonise import harmonise_batch
 from vczstore_dagster.store.inspect import StoreInfo, store_info
 from vczstore_dagster.store.location import Store, open_store, parse_storage_options
+from vczstore_dagster.store.plan import NewAllele, VariantPlan
+from vczstore_dagster.store.policy import Thresholds
 from vczstore_dagster.store.release import Release, ReleaseResult, list_releases, tag_release
 from vczstore_dagster.store.view import write_vcf
 from vczstore_dagster.store.widen import WidenResult, widen_field
@@ -41,17 +46,21 @@ __all__ = [
     "ConcurrentWriteError",
     "ConvertResult",
     "Finding",
-    "HarmonisationReport",
     "IncompatibleBatchError",
     "InitResult",
     "InvalidInputError",
+    "LockTimeoutError",
     "NewAllele",
     "Release",
+    "ReleaseReplacedError",
     "ReleaseResult",
     "Store",
+    "StoreDamagedError",
     "StoreInfo",
     "StoreNotFoundError",
     "StorageUnavailableError",
+    "Thresholds",
+    "VariantPlan",
     "VczStoreError",
     "WidenResult",
     "append_batch",

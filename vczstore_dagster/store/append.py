@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
+from vczstore_dagster.store.alleles import widen_store
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
 from vczstore_dagster.store.blocks import Block, array_blocks, seen_as, trailing_chunks
 from vczstore_dagster.store.chunkcodec import SourceRow, regrid_row
@@ -27,8 +28,9 @@ from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
 from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, InvalidInputError
-from vczstore_dagster.store.harmonise import report_of, widen_store
+from vczstore_dagster.store.findings import refusal
 from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
+from vczstore_dagster.store.policy import Thresholds
 from vczstore_dagster.store.recompress import fast_level, note_fast_columns, writes_faster
 from vczstore_dagster.store.transaction import commit
 
@@ -69,27 +71,31 @@ class _Work:
 
 def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bool = False,
                  allow_new_alleles: bool = False,
+                 thresholds: Thresholds | None = None,
                  dask_scheduler: str | Cluster | None = None) -> AppendResult:
     """Append the batch at ``batch_path``; refuses (store untouched) when the check finds errors.
 
-    New ALT alleles that harmonisation found in the batch are refused unless
-    ``allow_new_alleles``: then they are added to the store's sites in the same commit.
+    The check's variant plan is carried out: new ALT alleles that harmonisation found in the
+    batch are refused unless ``allow_new_alleles``, then added to the store's sites in the same
+    commit; ``thresholds``: the coverage the batch must reach (default :class:`Thresholds`).
     ``dask_scheduler``: run the chunk copies and re-encodes on that Dask cluster (an address, or
     ``local``); the batch must then be readable by the workers at the same path."""
     t0 = time.perf_counter()
     batch = open_batch(batch_path)
     batch_id = check_batch_id(batch_id or batch.name.removesuffix(".vcz"))
-    new_alleles = _new_alleles(batch, allow_new_alleles)
     checked_at = store.main_snapshot()  # taken before the read: a later main only means a recheck
     head = store.readonly_group()
-    report = check_against_group(head, batch, allow_new_alleles=allow_new_alleles)
+    report = check_against_group(head, batch, allow_new_alleles=allow_new_alleles,
+                                 thresholds=thresholds)
     _refuse_if_bad(report, batch, batch_id, read_ledger(head))
+    new_alleles = report.plan.new_alleles
     batch_ids = batch.sample_ids()
 
     def operation(group, parent):
         ledger = read_ledger(group)
         if parent is None or parent != checked_at:  # main moved since the check (or no history)
-            current = check_against_group(group, batch, allow_new_alleles=allow_new_alleles)
+            current = check_against_group(group, batch, allow_new_alleles=allow_new_alleles,
+                                          thresholds=thresholds)
             _refuse_if_bad(current, batch, batch_id, ledger)
         work = _Work(samples_before=schema.num_samples(group))
         work.ids_before_digest = _digest(group["sample_id"][...])
@@ -147,30 +153,11 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
     )
 
 
-def _new_alleles(batch: Batch, allowed: bool) -> list:
-    """The new ALT alleles a harmonised batch brings; refused unless ``allowed``."""
-    harmonised = report_of(batch.group)
-    new = harmonised.new_alleles if harmonised else []
-    if new and not allowed:
-        first = new[0]
-        more = (f" ({harmonised.num_new_alleles} new alleles at {len(new)} sites)"
-                if len(new) > 1 or len(first.alleles) > 1 else "")
-        raise InvalidInputError(
-            f"batch {batch.name}: new ALT allele {','.join(first.alleles)} at {first.site} is not "
-            f"in the store's variant set{more}; append with --allow-new-alleles to add it to the "
-            "store in the same commit")
-    return new
-
-
 def _refuse_if_bad(report: CompatibilityReport, batch: Batch, batch_id: str, ledger) -> None:
     if batch_id in ledger.batch_ids():
         raise IncompatibleBatchError(f"batch {batch_id} is already in the store", report)
     if not report.ok:
-        raise IncompatibleBatchError(
-            f"batch {batch.name} refused: " + "; ".join(f.message for f in report.errors), report
-        )
-    if batch.num_samples == 0:
-        raise InvalidInputError(f"batch {batch.name} has no samples")
+        raise IncompatibleBatchError(refusal(batch.name, report.errors), report)
 
 
 def _digest(values) -> str:

@@ -1,93 +1,60 @@
-"""Can this batch be appended to this store? A report of findings, each naming the field or sample."""
+"""Can this batch be appended to this store? One pass, one report of findings, each naming the
+field, sample, site or contig.
+
+The variant plan (recorded by harmonisation, or made here for a batch converted elsewhere) gives
+the coverage figures and the refusals (:mod:`~vczstore_dagster.store.policy`); the batch's
+variant arrays must then be the store's; its fields must fit the store's arrays; its samples must
+be new; its chunks must be readable. ``append`` runs the same check and carries out the plan.
+"""
 
 from __future__ import annotations
-
-import collections
-import dataclasses
 
 import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import Batch, open_batch
-from vczstore_dagster.store.errors import VczStoreError
-from vczstore_dagster.store.harmonise import ALLELE_DIMS, plan, report_of
-from vczstore_dagster.store.ledger import read_ledger
+from vczstore_dagster.store.errors import InvalidInputError
+from vczstore_dagster.store.findings import SEVERITIES, CompatibilityReport, Finding
+from vczstore_dagster.store.integrity import damaged_chunks, describe
+from vczstore_dagster.store.plan import recorded_plan
+from vczstore_dagster.store.planner import ALLELE_DIMS, plan_variants
+from vczstore_dagster.store.policy import Thresholds, assess
+from vczstore_dagster.store.samples import batch_sample_findings, store_sample_findings
 
-SEVERITIES = ("error", "warning", "info")
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    id: str
-    severity: str
-    concern: str  # variants | fields | samples | layout | source
-    message: str
-    # The same without any sample ID, for logs, Dagster metadata and anything else that is kept.
-    safe_message: str | None = None
-
-    @property
-    def public_message(self) -> str:
-        return self.safe_message if self.safe_message is not None else self.message
+__all__ = ["SEVERITIES", "CompatibilityReport", "Finding", "check_against_group", "check_batch",
+           "check_new_batch"]
 
 
-@dataclasses.dataclass
-class CompatibilityReport:
-    findings: list[Finding]
-    num_samples: int = 0
-    fast_path: bool = False
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def by_concern(self, concern: str) -> list[Finding]:
-        return [f for f in self.findings if f.concern == concern]
-
-    def summary(self) -> str:
-        if self.ok:
-            return f"compatible: {self.num_samples} samples; {len(self.warnings)} warning(s)"
-        return "; ".join(f.message for f in self.errors)
-
-    def public_summary(self) -> str:
-        """The summary with no sample ID in it."""
-        if self.ok:
-            return self.summary()
-        return "; ".join(f.public_message for f in self.errors)
-
-
-def check_batch(store, batch, *, at: str | None = None,
-                allow_new_alleles: bool = False) -> CompatibilityReport:
+def check_batch(store, batch, *, at: str | None = None, allow_new_alleles: bool = False,
+                thresholds: Thresholds | None = None) -> CompatibilityReport:
     """Compare ``batch`` (a path or an opened :class:`Batch`) with the store's head (or ``at``).
-    New ALT alleles a harmonised batch brings are an error unless ``allow_new_alleles``."""
+    New ALT alleles a harmonised batch brings are an error unless ``allow_new_alleles``;
+    ``thresholds``: the coverage a batch must reach (default :class:`Thresholds`)."""
     if not isinstance(batch, Batch):
         batch = open_batch(batch)
-    return check_against_group(store.readonly_group(at), batch, allow_new_alleles=allow_new_alleles)
+    return check_against_group(store.readonly_group(at), batch, allow_new_alleles=allow_new_alleles,
+                               thresholds=thresholds)
 
 
-def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False) -> CompatibilityReport:
-    findings: list[Finding] = []
-    add = findings.append
+def check_new_batch(batch) -> CompatibilityReport:
+    """What can be checked of a batch that will create the store: its samples and its chunks."""
+    if not isinstance(batch, Batch):
+        batch = open_batch(batch)
+    findings = _chunks(batch, list(schema.sample_arrays(batch.group)) + _VARIANTS)
+    return CompatibilityReport(findings or batch_sample_findings(batch), batch.num_samples)
+
+
+def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False,
+                        thresholds: Thresholds | None = None) -> CompatibilityReport:
     b = batch.group
     name = batch.name
-    harmonised = report_of(b)
-    new_sites = {n.variant for n in harmonised.new_alleles} if harmonised else set()
-
-    nv_store, nv_batch = schema.num_variants(group), schema.num_variants(b)
-    if nv_store != nv_batch:
-        add(Finding("variant_count", "error", "variants",
-                    f"batch {name} has {nv_batch} variants; the store has {nv_store}"))
-    else:
-        findings.extend(_compare_variants(group, b, name, new_sites))
-    mismatch = any(f.severity == "error" for f in findings)
-    findings.extend(_harmonisation(group, batch, harmonised, mismatch, allow_new_alleles))
+    shared = [n for n in schema.sample_arrays(group) if n in b]
+    findings: list[Finding] = _chunks(batch, shared + _VARIANTS)
+    if findings:  # nothing more can be read with certainty
+        return CompatibilityReport(findings, batch.num_samples)
+    add = findings.append
+    plan, variant_findings = _variants(group, batch, allow_new_alleles, thresholds)
+    findings += variant_findings
 
     if schema.variants_chunk_size(group) != schema.variants_chunk_size(b):
         add(Finding("variant_chunk_size", "warning", "layout",
@@ -98,8 +65,10 @@ def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False)
                     f"batch {name} is Zarr format {schema.zarr_format(b)}; the store "
                     f"{schema.zarr_format(group)}: every chunk will be re-encoded"))
 
-    findings.extend(_compare_fields(group, b, name, bool(new_sites)))
-    findings.extend(_check_samples(group, batch))
+    findings += batch_sample_findings(batch)
+    if batch.num_samples:  # a batch without samples has nothing more to compare
+        findings += _compare_fields(group, b, name, bool(plan and plan.new_alleles))
+        findings += store_sample_findings(group, batch)
 
     fast = False
     if not any(f.severity == "error" for f in findings):
@@ -110,60 +79,51 @@ def check_against_group(group, batch: Batch, *, allow_new_alleles: bool = False)
         else:
             add(Finding("fast_path", "info", "layout",
                         "encodings or chunk grids differ: the batch will be re-encoded chunk by chunk"))
-    return CompatibilityReport(findings, batch.num_samples, fast)
+    return CompatibilityReport(findings, batch.num_samples, fast, plan)
 
 
-def _read_all(array):
-    return np.asarray(array[...])
-
-
-def _harmonisation(group, batch: Batch, report, mismatch: bool, allow_new_alleles: bool):
-    """What harmonisation did (info), new alleles (an error unless allowed), and whether a batch
-    whose variants differ from the store's would need harmonising (with what it would do)."""
+def _variants(group, batch: Batch, allow_new_alleles, thresholds):
+    """The plan (recorded by harmonisation, or made now) and the findings about the batch's
+    variants: a harmonised batch's variant arrays must be the store's; a batch converted elsewhere
+    must have the store's records in the store's places (the plan's walk says so)."""
+    name, b = batch.name, batch.group
+    try:
+        plan = recorded_plan(b, name)
+    except InvalidInputError as exc:
+        return None, [Finding("plan_outdated", "error", "variants", str(exc))]
     out = []
-    name = batch.name
-    if report is not None:
-        for key, n in report.counts().items():
-            if n and key != "new_alleles":
-                shown = report.examples.get(key, [])[:3]
-                out.append(Finding(f"harmonised_{key}", "info", "variants",
-                                   f"batch {name}: harmonised: {n} " + _HARMONISED[key]
-                                   + (f" (e.g. {', '.join(shown)})" if shown else "")))
-        if report.new_alleles:
-            first = report.new_alleles[0]
-            text = (f"batch {name}: {report.num_new_alleles} new ALT allele(s) at "
-                    f"{len(report.new_alleles)} store site(s), first at {first.site}: "
-                    f"{','.join(first.alleles)}")
-            if allow_new_alleles:
-                out.append(Finding("new_alleles", "info", "variants",
-                                   text + "; they are added to the store with the append"))
-            else:
-                out.append(Finding("new_alleles", "error", "variants",
-                                   text + "; the store's variant set is fixed: append with "
-                                   "--allow-new-alleles to add them"))
-    if mismatch:
+    if plan is None:
         try:
-            detail = plan(group, batch.group).summary()
-        except VczStoreError as exc:
-            detail = str(exc)
-        out.append(Finding("harmonisation_needed", "info", "variants",
-                           f"batch {name} is not harmonised to the store's variants ({detail}): "
-                           "convert its VCFs with --like STORE"))
-    return out
+            plan = plan_variants(group, b)
+        except InvalidInputError as exc:  # records out of order
+            return None, [*_identity(group, b, name), Finding(
+                "variant_order", "error", "variants", str(exc).replace("batch:", f"batch {name}:", 1))]
+        same_contigs = list(schema.strings(group["contig_id"][...])) == list(
+            schema.strings(b["contig_id"][...]))
+        if plan.harmonised or not same_contigs:
+            out += _identity(group, b, name)
+            out.append(Finding("harmonisation_needed", "info", "variants",
+                               f"batch {name} is not harmonised to the store's variants "
+                               f"({plan.summary()}): convert its VCFs with --like STORE"))
+    else:
+        out += _identity(group, b, name, {n.variant for n in plan.new_alleles})
+    out += assess(plan, name, thresholds, allow_new_alleles=allow_new_alleles)
+    return plan, out
 
 
-_HARMONISED = {
-    "missing_filled": "store variant(s) the batch lacks, filled with missing values",
-    "dropped": "batch record(s) not in the store, dropped",
-    "remapped": "site(s) whose alleles the batch lists in another order or subset, remapped",
-    "split_merged": "multi-allelic site(s) split into several records, merged",
-}
+def _identity(group, b, name, new_sites=frozenset()) -> list[Finding]:
+    """Where the batch's variant arrays differ from the store's (after new alleles, if any)."""
+    nv_store, nv_batch = schema.num_variants(group), schema.num_variants(b)
+    if nv_store != nv_batch:
+        return [Finding("variant_count", "error", "variants",
+                        f"batch {name} has {nv_batch} variants; the store has {nv_store}")]
+    return _compare_variants(group, b, name, new_sites)
 
 
 def _compare_variants(group, b, name, new_sites=frozenset()) -> list[Finding]:
     out = []
-    store_contigs = schema.strings(_read_all(group["contig_id"]))
-    batch_contigs = schema.strings(_read_all(b["contig_id"]))
+    store_contigs = schema.strings(group["contig_id"][...])
+    batch_contigs = schema.strings(b["contig_id"][...])
     if list(store_contigs) != list(batch_contigs):
         only_b = sorted(set(batch_contigs) - set(store_contigs))
         only_s = sorted(set(store_contigs) - set(batch_contigs))
@@ -219,7 +179,7 @@ def _pad_alleles(a, width):
 
 
 def _site(group, i) -> str:
-    contigs = schema.strings(_read_all(group["contig_id"]))
+    contigs = schema.strings(group["contig_id"][...])
     contig = contigs[int(group["variant_contig"][i])]
     return f"{contig}:{int(group['variant_position'][i])}"
 
@@ -286,41 +246,13 @@ def _dtype_fits(src: str, dst: str) -> bool:
         return src == dst
 
 
-def _check_samples(group, batch: Batch) -> list[Finding]:
-    out = []
-    name = batch.name
-    ids = batch.sample_ids()
-    empty = np.flatnonzero(ids == "")
-    if len(empty):
-        out.append(Finding("sample_id_empty", "error", "samples",
-                           f"batch {name}: {len(empty)} sample(s) have an empty id "
-                           f"(first at batch position {int(empty[0])})"))
-    counts = collections.Counter(ids[ids != ""])
-    dups = sorted(s for s, c in counts.items() if c > 1)
-    if dups:
-        out.append(Finding("sample_id_duplicate", "error", "samples",
-                           f"batch {name}: sample {dups[0]} appears {counts[dups[0]]} times in the batch"
-                           + (f" ({len(dups)} duplicated ids in all)" if len(dups) > 1 else ""),
-                           f"batch {name}: {len(dups)} sample id(s) appear more than once in the batch"))
-    existing = set(schema.strings(group["sample_id"][...])) - {""}
-    clash = sorted(set(ids) & existing)
-    if clash:
-        out.append(Finding("sample_id_in_store", "error", "samples",
-                           f"batch {name}: sample {clash[0]} is already in the store"
-                           + (f" ({len(clash)} such samples)" if len(clash) > 1 else ""),
-                           f"batch {name}: {len(clash)} sample(s) are already in the store"))
-    ledger = read_ledger(group)
-    if ledger.withdrawn:
-        withdrawn = set(ledger.withdrawn)
-        hits = [s for s in ids if ledger.hash_sample(s) in withdrawn]
-        if hits:
-            out.append(Finding("sample_id_withdrawn", "error", "samples",
-                               f"batch {name}: sample {hits[0]} was withdrawn from the store and "
-                               "cannot be appended again"
-                               + (f" ({len(hits)} withdrawn samples in the batch)" if len(hits) > 1 else ""),
-                               f"batch {name}: {len(hits)} sample(s) were withdrawn from the store and "
-                               "cannot be appended again"))
-    return out
+_VARIANTS = list(schema.VARIANT_IDENTITY)  # what the check reads of the batch's variant arrays
+
+
+def _chunks(batch: Batch, names) -> list[Finding]:
+    """Damaged chunks of the arrays the check reads and the append copies: found first."""
+    damaged = damaged_chunks(batch.path, batch.group, [n for n in names if n in batch.group])
+    return [Finding("chunk_damaged", "error", "fields", describe(batch.name, damaged))] if damaged else []
 
 
 def _fast_path(group, batch: Batch) -> bool:

@@ -6,20 +6,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import shutil
 import subprocess
 import tempfile
 import time
-import warnings
 
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.batch import OFFSET_ATTR
-from vczstore_dagster.store.blocks import column_blocks, run_blocks, trailing_chunks
 from vczstore_dagster.store.errors import InvalidInputError
-from vczstore_dagster.store.harmonise import ALLELE_DIMS, HarmonisationReport, harmonise_into
+from vczstore_dagster.store.harmonise import DEFAULT, harmonise_into
+from vczstore_dagster.store.plan import VariantPlan
+from vczstore_dagster.store.planner import ALLELE_DIMS
+from vczstore_dagster.store.policy import Thresholds
 from vczstore_dagster.store.widen import widen_hint
 
 SITES_ONLY_VARIABLE_NUMBER = 4
@@ -34,13 +35,16 @@ class ConvertResult:
     sample_offset: int
     dropped_fields: list[str]
     seconds: float
-    harmonisation: HarmonisationReport | None = None  # with ``like``: what harmonising did
+    harmonisation: VariantPlan | None = None  # with ``like``: the plan harmonising carried out
 
 
 def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_processes: int = 0,
                  variants_chunk_size: int | None = None, samples_chunk_size: int | None = None,
-                 zarr_format: int = 3) -> ConvertResult:
-    """Convert ``vcfs`` into a VCZ at ``out``; with ``like`` (a Store), in that store's schema."""
+                 zarr_format: int = 3, thresholds: Thresholds | None = DEFAULT) -> ConvertResult:
+    """Convert ``vcfs`` into a VCZ at ``out``; with ``like`` (a Store), in that store's schema and
+    harmonised to its variant set, refused (nothing written) when the variant plan fails
+    ``thresholds`` or shows another reference (None: record the plan, leave the verdict to
+    ``check``)."""
     from bio2zarr import vcf as b2z
 
     t0 = time.perf_counter()
@@ -60,7 +64,10 @@ def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_process
             b2z.explode(str(icf), [str(v) for v in inputs], worker_processes=worker_processes,
                         show_progress=progress)
         except Exception as exc:
-            raise InvalidInputError(f"{', '.join(map(str, vcfs))}: cannot be read as VCF ({exc})") from exc
+            raise InvalidInputError(_unreadable(vcfs, exc)) from exc
+        if template is not None and _num_samples(icf) == 0:
+            raise InvalidInputError(f"{', '.join(map(str, vcfs))}: no samples, so nothing to append "
+                                    "(a variants-only VCF starts a store: init --variants)")
         dropped: list[str] = []
         schema_path = None
         fmt = zarr_format
@@ -83,12 +90,15 @@ def convert_vcfs(vcfs, out, *, like=None, progress: bool = False, worker_process
                        samples_chunk_size=None if schema_path else samples_chunk_size,
                        worker_processes=worker_processes, show_progress=progress, zarr_format=fmt)
         except (ValueError, NotImplementedError, TypeError, OverflowError) as exc:
+            field = _failing_field(exc)
             raise InvalidInputError(
-                f"{', '.join(map(str, vcfs))}: cannot be encoded in the store's schema ({exc})"
+                f"{', '.join(map(str, vcfs))}: " + (f"field {field} " if field else "")
+                + f"cannot be encoded in the store's schema ({exc})"
             ) from exc
         harmonisation = None
         if template is not None:  # the store's variant set, laid out on the store's sample grid
-            harmonisation = harmonise_into(template, encoded, out, sample_offset=offset)
+            harmonisation = harmonise_into(template, encoded, out, sample_offset=offset,
+                                           thresholds=thresholds, name=out.name)
     import zarr
 
     g = zarr.open_group(str(out), mode="r")
@@ -110,6 +120,30 @@ def _indexed(vcf: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
         if proc.returncode != 0:
             raise InvalidInputError(f"{vcf}: cannot be read as VCF: {proc.stderr.strip()[:300]}")
     return target
+
+
+def _unreadable(vcfs, exc) -> str:
+    """Why VCF files cannot be read: htslib's own words (bcftools reads each file; bio2zarr's
+    exception often says nothing), else bio2zarr's."""
+    bcftools = shutil.which("bcftools")
+    for vcf in vcfs if bcftools else ():
+        proc = subprocess.run([bcftools, "view", "--no-version", "-Ou", "-o", os.devnull, str(vcf)],
+                              capture_output=True, text=True)
+        said = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        if proc.returncode != 0 or any(line.startswith("[E::") for line in said):
+            return f"{vcf}: cannot be read as VCF: {'; '.join(said[:3])[:400]}"
+    reason = str(exc).strip() or type(exc).__name__
+    return f"{', '.join(map(str, vcfs))}: cannot be read as VCF ({reason})"
+
+
+def _failing_field(exc) -> str | None:
+    """The field bio2zarr was encoding when it raised (its frames hold the field's spec)."""
+    tb, name = exc.__traceback__, None
+    while tb is not None:
+        spec = tb.tb_frame.f_locals.get("array_spec")
+        name = getattr(spec, "name", None) or name
+        tb = tb.tb_next
+    return name
 
 
 def _num_samples(icf_path) -> int:
@@ -166,6 +200,14 @@ def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
                 continue
             fields.append(field)
             continue
+        if schema.sample_axis(target) is None:
+            # INFO and site fields are the store's own (an append never copies them): the batch's
+            # keep their shapes, and the store's dtype where the batch's values fit it.
+            dtype = _dtype_code(target)
+            if dtype is not None and _fits(icf, field.get("source"), dtype):
+                field["dtype"] = dtype
+            fields.append(field)
+            continue
         target_dims = schema.dims(target)
         for dim, size in zip(target_dims, target.shape, strict=True):
             if dim in ("variants", "samples"):
@@ -173,21 +215,17 @@ def _schema_like(icf_path, template) -> tuple[dict, list[str]]:
             have = dims.get(dim, {}).get("size", size)
             if dim in ALLELE_DIMS:  # harmonisation fits the batch's sites to the store's after
                 size = max(size, have)
-            elif have > size and name.startswith("call_"):
+            elif have > size:
                 raise InvalidInputError(
                     f"field {name}: the batch needs {have} values along {dim}; the store holds {size}"
                 )
             dims.setdefault(dim, {})["size"] = size
             dims[dim]["chunk_size"] = target.chunks[target_dims.index(dim)]
-        if list(field["dimensions"]) != list(target_dims) and name.startswith("call_"):
+        if list(field["dimensions"]) != list(target_dims):
             field["dimensions"] = list(target_dims)
         dtype = _dtype_code(target)
-        if dtype is not None and name.startswith("call_") and field.get("source"):
+        if dtype is not None and field.get("source"):
             _check_fits(icf, field["source"], name, dtype)
-            field["dtype"] = dtype
-        elif dtype is not None and _fits(icf, field.get("source"), dtype):
-            # Variant-axis fields are the store's own (an append never copies them): take the
-            # store's dtype where the batch's values fit it, else keep the batch's.
             field["dtype"] = dtype
         compressor, filters = _numcodecs_config(target)
         if compressor is not None and compressor["id"] == "blosc":  # bio2zarr encodes with blosc only
@@ -252,45 +290,3 @@ def _numcodecs_config(array):
         elif d["name"] == "zstd":
             comp = {"id": "zstd", "level": d["configuration"].get("level", 0)}
     return comp, None
-
-
-def lay_out_with_offset(src_path, dst_path, offset: int) -> None:
-    """Copy a VCZ, inserting ``offset`` empty sample slots first so its chunk columns line up."""
-    import zarr
-
-    src = zarr.open_group(str(src_path), mode="r")
-    dst = zarr.open_group(str(dst_path), mode="w", zarr_format=src.metadata.zarr_format)
-    dst.attrs.update({**dict(src.attrs), OFFSET_ATTR: offset})
-    blocks = []
-    for name, array in src.arrays():
-        axis = schema.sample_axis(array)
-        if axis is None:
-            shutil.copytree(pathlib.Path(src_path) / name, pathlib.Path(dst_path) / name)
-            continue
-        shape = list(array.shape)
-        shape[axis] += offset
-        target = schema.create_like(dst, name, array, shape=shape)
-        blocks += _offset_blocks(array, target, axis, offset)
-    run_blocks(blocks)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec"
-        zarr.consolidate_metadata(str(dst_path))
-
-
-def _offset_blocks(src, dst, axis, offset) -> list:
-    """Blocks writing every chunk of ``dst`` once: its samples ``j`` are ``src``'s ``j - offset``."""
-    s = dst.chunks[axis]
-    blocks = []
-    for start in range(offset - offset % s, dst.shape[axis], s):
-        lo, hi = max(start, offset), min(start + s, dst.shape[axis])
-        from_samples = slice(lo - offset, hi - offset)
-
-        def rewrite(samples, variants, from_samples=from_samples):
-            if variants is None:
-                dst[samples] = src[from_samples]
-                return 1
-            dst[variants, samples] = src[variants, from_samples]
-            return trailing_chunks(dst)
-
-        blocks += column_blocks(dst, axis, lo, hi, rewrite)
-    return blocks

@@ -6,8 +6,6 @@ import dataclasses
 import pathlib
 import tempfile
 
-import numpy as np
-
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.batch import check_batch_id, open_batch
 from vczstore_dagster.store.blocks import reencode_blocks, trailing_chunks
@@ -64,7 +62,7 @@ def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backe
             if source.sample_offset:
                 raise InvalidInputError(f"{from_vcz}: a batch laid out for another store cannot start one")
             batch_id = check_batch_id(batch_id or source.name.removesuffix(".vcz"))
-            _check_new_samples(source)
+            _refuse_bad_first_batch(source)
             group = source.group
             n = source.num_samples
         else:
@@ -88,13 +86,14 @@ def init_store(url, *, from_vcz=None, variants=None, storage_options=None, backe
     return InitResult(url, backend, num_variants, n, snapshot, batch_id, ran)
 
 
-def _check_new_samples(batch) -> None:
-    ids = batch.sample_ids()
-    if np.any(ids == ""):
-        raise InvalidInputError(f"batch {batch.name}: a sample has an empty id")
-    values, counts = np.unique(ids, return_counts=True)
-    if np.any(counts > 1):
-        raise InvalidInputError(f"batch {batch.name}: sample {values[counts > 1][0]} appears more than once")
+def _refuse_bad_first_batch(batch) -> None:
+    """The checks a batch that starts a store can have: its samples and its chunks."""
+    from vczstore_dagster.store.compatibility import check_new_batch
+
+    report = check_new_batch(batch)
+    if not report.ok:
+        hint = " (a store without samples starts with --variants)" if not batch.num_samples else ""
+        raise InvalidInputError("; ".join(f.message for f in report.errors) + hint)
 
 
 def _variants_only(sources, tmp: pathlib.Path, samples_chunk_size):
@@ -102,7 +101,7 @@ def _variants_only(sources, tmp: pathlib.Path, samples_chunk_size):
     import zarr
 
     if len(sources) > 1:  # the union of their variant sets, as bcftools merge -m none gives it
-        from vczstore_dagster.store.harmonise import union_of_variants
+        from vczstore_dagster.store.union import union_of_variants
 
         sources = [union_of_variants(sources, tmp)]
     source = pathlib.Path(sources[0])
@@ -152,11 +151,12 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
     import zarr
 
     if backend == "icechunk":
-        try:
-            repo = icechunk.Repository.create(location.icechunk_storage(), config=repository_config())
-        except icechunk.IcechunkError as exc:
-            raise storage_error(location, exc) from exc
-        with location.write_lock():
+        with location.write_lock("init"):  # creating the repository writes its refs too
+            try:
+                repo = icechunk.Repository.create(location.icechunk_storage(),
+                                                  config=repository_config())
+            except icechunk.IcechunkError as exc:
+                raise storage_error(location, exc) from exc
             session = repo.writable_session("main")
             root = zarr.open_group(session.store, mode="w", zarr_format=3)
             copy_group(source, root, progress=progress, float_codec=float_codec, cluster=cluster)
@@ -165,7 +165,7 @@ def _write_new_store(location, backend, zarr_format, source, ledger, progress, m
             if batch_id:
                 meta["batch_id"] = batch_id
             snapshot = session.commit(message, metadata=meta)
-        repo.save_config()
+            repo.save_config()
         return snapshot
     zstore = location.zarr_store(read_only=False)
     root = zarr.open_group(zstore, mode="w", zarr_format=zarr_format)

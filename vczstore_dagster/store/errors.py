@@ -19,6 +19,14 @@ class InvalidInputError(VczStoreError):
     """A batch, a file or an argument is not what the operation needs."""
 
 
+class ReleaseReplacedError(InvalidInputError):
+    """A release that a purge redacted: it is no longer there, ``replaced_by`` is."""
+
+    def __init__(self, message: str, *, release: str, replaced_by: str, redacted_at: str | None):
+        super().__init__(message)
+        self.release, self.replaced_by, self.redacted_at = release, replaced_by, redacted_at
+
+
 class IncompatibleBatchError(VczStoreError):
     """A batch failed its compatibility check; ``report`` holds every finding."""
 
@@ -37,3 +45,11 @@ class AuditError(VczStoreError):
 
 class ClusterError(VczStoreError):
     """The Dask scheduler did not answer, or the cluster lost the chunk work; ``main`` was not moved."""
+
+
+class LockTimeoutError(ConcurrentWriteError):
+    """Another writer held the store's lock file longer than the lock timeout."""
+
+
+class StoreDamagedError(VczStoreError):
+    """A file of the store's repository cannot be decoded (truncated or overwritten)."""

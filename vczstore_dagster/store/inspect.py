@@ -6,8 +6,9 @@ import dataclasses
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.ledger import BatchRecord, read_ledger
+from vczstore_dagster.store.location import storage_error
 from vczstore_dagster.store.recompress import FastLevelReport, fast_level_report
-from vczstore_dagster.store.release import active_samples
+from vczstore_dagster.store.release import Release, active_samples, list_releases
 
 
 @dataclasses.dataclass
@@ -25,7 +26,7 @@ class StoreInfo:
     arrays: list[str]
     bytes: int | None
     batches: list[BatchRecord]
-    releases: list[str]
+    releases: list[Release]  # every release of the store, citable or not, whatever ``ref``
     stale_info_fields: list[str]
     last_commit_message: str | None
     last_commit_time: str | None
@@ -33,6 +34,18 @@ class StoreInfo:
 
 
 def store_info(store, at: str | None = None) -> StoreInfo:
+    """What the store holds at ``at``; a damaged repository file is named (StoreDamagedError)."""
+    if store.backend != "icechunk":
+        return _store_info(store, at)
+    import icechunk
+
+    try:
+        return _store_info(store, at)
+    except icechunk.IcechunkError as exc:
+        raise storage_error(store.location, exc) from exc
+
+
+def _store_info(store, at: str | None) -> StoreInfo:
     group = store.readonly_group(at)
     ledger = read_ledger(group)
     snapshot = message = when = None
@@ -60,7 +73,7 @@ def store_info(store, at: str | None = None) -> StoreInfo:
         arrays=sorted(name for name, _ in group.arrays()),
         bytes=size,
         batches=ledger.batches,
-        releases=[r.name for r in ledger.releases],
+        releases=list_releases(store),
         stale_info_fields=ledger.stale_info_fields,
         last_commit_message=message,
         last_commit_time=when,

@@ -30,6 +30,10 @@ class BatchRecord:
 
 @dataclasses.dataclass
 class ReleaseRecord:
+    """A release as the ledger keeps it. A purge that redacts release ``2026-11`` records
+    ``replaced_by="2026-11-r1"`` on it and ``replaces="2026-11"`` on the new one, both with the
+    time of the redaction; ``created_at`` stays the original release's."""
+
     name: str
     created_at: str
     active_samples: int
@@ -37,6 +41,9 @@ class ReleaseRecord:
     message: str = ""
     withdrawals_since_previous: int = 0
     replaces: str | None = None
+    replaced_by: str | None = None
+    redacted_at: str | None = None
+    samples_redacted: int = 0  # withdrawn samples removed by this release's redactions, in all
 
 
 @dataclasses.dataclass
@@ -92,6 +99,18 @@ class Ledger:
 
     def batch_ids(self) -> list[str]:
         return [b.batch_id for b in self.batches]
+
+    def release(self, name: str) -> ReleaseRecord | None:
+        return next((r for r in self.releases if r.name == name), None)
+
+    def replaced_by(self, name: str) -> str | None:
+        """The release that replaced release ``name`` (ledgers written before ``replaced_by`` was
+        kept say it only through the new release's ``replaces``)."""
+        record = self.release(name)
+        if record is None:
+            return None
+        return record.replaced_by or next((r.name for r in self.releases if r.replaces == name),
+                                          None)
 
 
 def salted_hash(salt: str, value: str) -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import pathlib
+import re
 from urllib.parse import urlparse
 
 from vczstore_dagster.store.errors import (
     InvalidInputError,
+    ReleaseReplacedError,
     StorageUnavailableError,
+    StoreDamagedError,
     StoreNotFoundError,
 )
 
@@ -120,6 +122,7 @@ class Location:
     bucket: str = ""
     prefix: str = ""
     options: dict = dataclasses.field(default_factory=dict, compare=False)
+    lock_timeout: float | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def parse(cls, url: str, storage_options: dict | None = None) -> Location:
@@ -185,20 +188,15 @@ class Location:
         fs = s3fs.S3FileSystem(asynchronous=True, **s3fs_kwargs(self.options))
         return FsspecStore(fs, path=f"{self.bucket}/{self.prefix}", read_only=read_only)
 
-    @contextlib.contextmanager
-    def write_lock(self):
-        """An exclusive lock beside a local store: Icechunk on a local disk can lose concurrent commits."""
+    def write_lock(self, operation: str = "write"):
+        """An exclusive lock beside a local store (``STORE.lock``), held by one writer from its
+        first ref change to its last: Icechunk on a local disk can lose concurrent commits and
+        ref changes. Re-entrant within a thread; nothing to hold on S3 (compare-and-swap)."""
         if not self.is_local:
-            yield
-            return
-        lock_path = pathlib.Path(self.path + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+            return contextlib.nullcontext()
+        from vczstore_dagster.store.lock import write_lock
+
+        return write_lock(self.path + ".lock", operation, self.lock_timeout)
 
 
 def quiet_icechunk() -> None:
@@ -237,7 +235,13 @@ def repository_config():
     )
 
 
-def storage_error(location: Location, exc: Exception) -> StorageUnavailableError:
+def storage_error(location: Location, exc: Exception,
+                  snapshot_id: str | None = None) -> StorageUnavailableError | StoreDamagedError:
+    """An Icechunk error as an operator's error: a damaged repository file named, or the storage
+    (its endpoint, its credentials) blamed."""
+    damaged = _damaged_file(exc, snapshot_id)
+    if damaged is not None:
+        return _damaged(location, exc, damaged)
     text = str(exc)
     lowered = text.lower()
     if any(w in lowered for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied",
@@ -251,6 +255,49 @@ def storage_error(location: Location, exc: Exception) -> StorageUnavailableError
     where = f" (endpoint {endpoint})" if endpoint else ""
     first_line = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
     return StorageUnavailableError(f"{location.url}{where}: {reason}: {first_line}")
+
+
+# What Icechunk says when a file of the repository does not decode or is not there.
+_DAMAGE = re.compile(r"frame descriptor|src size is incorrect|decompress|deserializ|magic number"
+                     r"|icechunk header|object not found|requested range was invalid|unexpected end",
+                     re.IGNORECASE)
+
+
+def _damaged_file(exc: Exception, snapshot_id: str | None) -> str | None:
+    """The repository file an Icechunk error says is damaged ("" if it does not say which), or
+    None when the error is not about a damaged file."""
+    import icechunk
+
+    text = str(exc)
+    if not (isinstance(exc, icechunk.FormatError) or _DAMAGE.search(text)):
+        return None
+    if m := re.search(r'path="([^"]+)"', text):
+        return m[1]
+    if "fetch_repo_info" in text:
+        return "repo"
+    for key, folder in (("manifest_id", "manifests"), ("snapshot_id", "snapshots"),
+                        ("chunk_id", "chunks")):
+        if m := re.search(rf"{key}=(\w+)", text):
+            return f"{folder}/{m[1]}"
+    return f"snapshots/{snapshot_id}" if snapshot_id else ""
+
+
+def _damaged(location: Location, exc: Exception, relative: str) -> StoreDamagedError:
+    root = location.path if location.is_local else location.url.rstrip("/")
+    first_line = str(exc).strip().splitlines()[0][:200]
+    missing = "not found" in first_line.lower()
+    what = f"its file {root}/{relative}" if relative else "one of its files"
+    problem = "is missing" if missing else "cannot be decoded (truncated or overwritten)"
+    advice = "restore the store from a backup"
+    if relative == "repo":
+        advice = (f"restore {relative} from a backup, or from the newest copy under "
+                  f"{root}/overwritten/ (the repository as it was before its last change)")
+    elif relative:
+        advice = f"restore {relative} (or the whole store) from a backup"
+    return StoreDamagedError(
+        f"{location.url}: the Icechunk repository is damaged: {what} {problem} ({first_line}). "
+        f"Nothing was written; {advice}, and do not write to the store until then"
+    )
 
 
 @dataclasses.dataclass
@@ -284,16 +331,23 @@ class Store:
                 ) from exc
             except FileNotFoundError as exc:
                 raise StoreNotFoundError(f"{self.url}: the store's root metadata is missing") from exc
+        import icechunk
+
+        session = self.readonly_session(at)
         try:
-            return zarr.open_group(self.readonly_session(at).store, mode="r")
+            return zarr.open_group(session.store, mode="r")
         except zarr.errors.GroupNotFoundError as exc:  # the repository's empty first snapshot
             raise StoreNotFoundError(
                 f"{self.url}: the Icechunk repository holds no store at {at or 'main'} yet: an init "
                 "is still writing it, or stopped before its first commit (then delete the "
                 "repository and run init again)"
             ) from exc
+        except icechunk.IcechunkError as exc:
+            raise storage_error(self.location, exc, session.snapshot_id) from exc
 
     def readonly_session(self, at: str | None = None):
+        """A read-only session at a branch, release tag or snapshot id; a release that a purge
+        replaced is named with its replacement."""
         import icechunk
 
         at = at or "main"
@@ -302,11 +356,29 @@ class Store:
                 return self.repo.readonly_session(branch=at)
             if at in self.repo.list_tags():
                 return self.repo.readonly_session(tag=at)
+        except icechunk.IcechunkError as exc:
+            raise storage_error(self.location, exc) from exc
+        try:
             return self.repo.readonly_session(snapshot_id=at)
         except icechunk.IcechunkError as exc:
-            raise InvalidInputError(
-                f"{self.url}: no branch, release tag or snapshot called {at!r}"
-            ) from exc
+            if _damaged_file(exc, None) is not None:
+                raise storage_error(self.location, exc) from exc
+            error = exc
+        from vczstore_dagster.store.ledger import read_ledger
+
+        ledger = read_ledger(self.readonly_group())
+        replaced_by = ledger.replaced_by(at)
+        if replaced_by is not None:
+            when = ledger.release(at).redacted_at
+            raise ReleaseReplacedError(
+                f"{self.url}: release {at} was replaced by {replaced_by}"
+                + (f" (redacted on {when})" if when else "")
+                + f": samples withdrawn after it was made were removed; read or cite {replaced_by}",
+                release=at, replaced_by=replaced_by, redacted_at=when,
+            ) from error
+        raise InvalidInputError(
+            f"{self.url}: no branch, release tag or snapshot called {at!r}"
+        ) from error
 
     def main_snapshot(self) -> str | None:
         if self.backend != "icechunk":
@@ -342,11 +414,13 @@ def detect_backend(location: Location) -> str | None:
     return None
 
 
-def open_store(url: str, *, storage_options: dict | None = None, backend: str | None = None) -> Store:
-    """Open an existing store; the backend is detected unless forced."""
+def open_store(url: str, *, storage_options: dict | None = None, backend: str | None = None,
+               lock_timeout: float | None = None) -> Store:
+    """Open an existing store; the backend is detected unless forced. ``lock_timeout``: seconds
+    a writer waits for another's lock on a local store (default ``VCZSTORE_LOCK_TIMEOUT``)."""
     import icechunk
 
-    location = Location.parse(url, storage_options)
+    location = dataclasses.replace(Location.parse(url, storage_options), lock_timeout=lock_timeout)
     if backend is not None and backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     detected = detect_backend(location)

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from vczstore_dagster.store import missing
+
 SAMPLES_DIM = "samples"
 VARIANTS_DIM = "variants"
 # Arrays that describe variants and must be identical between a batch and the store.
@@ -115,34 +117,12 @@ class FieldShape:
 
 def missing_value(array):
     """The VCF Zarr spec's *missing* value for an array's dtype (what a removed sample holds)."""
-    dtype = np.dtype(array.dtype) if not _is_string(array) else None
-    if dtype is None:
-        return "."
-    if dtype.kind == "b":
-        return False
-    if dtype.kind in "iu":
-        return -1
-    if dtype.kind == "f":
-        # VCF's missing float is a NaN with a specific bit pattern (0x7F800001).
-        return np.array([0x7F800001], dtype=np.int32).view(np.float32)[0].astype(dtype)
-    raise TypeError(f"no missing value for dtype {dtype}")
+    return missing.codes(array.dtype)[0]
 
 
 def fill_value_for(array):
     """The VCF Zarr spec's *fill* value (padding past the end of a variable-length field)."""
-    if _is_string(array):
-        return ""
-    dtype = np.dtype(array.dtype)
-    if dtype.kind == "b":
-        return False
-    if dtype.kind in "iu":
-        return -2
-    return np.array([0x7F800002], dtype=np.int32).view(np.float32)[0].astype(dtype)
-
-
-def _is_string(array) -> bool:
-    dt = array.dtype
-    return getattr(dt, "kind", "") in ("T", "U", "O", "S")
+    return missing.codes(array.dtype)[1]
 
 
 def dtype_bounds(dtype) -> tuple[float, float] | None:

@@ -20,7 +20,12 @@ import time
 import numpy as np
 
 from vczstore_dagster.store import schema
-from vczstore_dagster.store.blocks import reencode_blocks
+from vczstore_dagster.store.blocks import (
+    column_blocks,
+    read_by_source_chunk,
+    reencode_blocks,
+    run_blocks,
+)
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.transaction import commit
@@ -49,7 +54,7 @@ def widen_field(store, field: str, dtype: str, *, progress: bool = False,
             "half rewritten while it runs); rebuild the store as Icechunk to widen it")
     head = store.readonly_group()
     old = _check(head, field, dtype)
-    new, shape = np.dtype(dtype), head[field].shape
+    new = np.dtype(dtype)
 
     def operation(group, parent):
         source = store.readonly_group(at=parent)[field]
@@ -58,21 +63,39 @@ def widen_field(store, field: str, dtype: str, *, progress: bool = False,
         target = schema.create_like(group, field, source, dtype=new)
         chunks, _ = run_work(reencode_blocks(source, target), cluster=cluster,
                              progress="widen" if progress else None)
-        return chunks
+        return source, chunks
 
-    def audit(after, chunks):
+    def audit(after, done):
+        source, _ = done
         array = after[field]
-        if np.dtype(array.dtype) != new or array.shape != shape:
+        if np.dtype(array.dtype) != new or array.shape != source.shape:
             raise AuditError(f"audit: {field} is {array.dtype} {array.shape} after widening, "
-                             f"expected {new} {shape}")
+                             f"expected {new} {source.shape}")
+        _same_values(field, source, array)
 
     with connect(dask_scheduler) as cluster:
         done = commit(store, operation, message=f"widen {field}: {old} to {new}", audit=audit,
                       metadata={"operation": "widen", "field": field, "from": str(old),
                                 "to": str(new)})
         ran = cluster.take_work() if cluster is not None else None
-    return WidenResult(field, str(old), str(new), done.result, done.snapshot_id,
+    return WidenResult(field, str(old), str(new), done.result[1], done.snapshot_id,
                        time.perf_counter() - t0, ran)
+
+
+def _same_values(field: str, source, widened) -> None:
+    """The audit reads the widened field back: every value as it was (missing and fill too)."""
+
+    def compare(samples, variants):
+        if not np.array_equal(read_by_source_chunk(source, variants, samples),
+                              read_by_source_chunk(widened, variants, samples)):
+            raise AuditError(f"audit: {field} read back after widening differs from its values "
+                             f"before, at variants {variants.start}-{variants.stop - 1} and "
+                             f"samples {samples.start}-{samples.stop - 1}")
+        return 0
+
+    step, n = widened.chunks[1], widened.shape[1]
+    run_blocks([b for lo in range(0, n, step)
+                for b in column_blocks(widened, 1, lo, min(lo + step, n), compare)])
 
 
 def widens(old, new) -> bool:

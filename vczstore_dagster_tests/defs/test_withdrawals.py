@@ -59,7 +59,8 @@ def test_withdrawal_removes_samples_and_leaves_no_id_in_the_instance(project, vc
     store = open_store(project.store_url)
     assert not set(withdrawn) & set(sample_ids(store))
     assert_matches_bcftools(store, [first, second], removed=withdrawn)
-    assert {r.name for r in list_releases(store)} == {"r1-r1"}
+    assert {r.name: (r.state, r.replaced_by) for r in list_releases(store)} == {
+        "r1": ("replaced", "r1-r1"), "r1-r1": ("citable", None)}
     assert not set(withdrawn) & set(sample_ids(store, at="r1-r1"))
 
     # The instance really recorded these runs (the search below is not vacuous)...

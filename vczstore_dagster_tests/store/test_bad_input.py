@@ -98,7 +98,9 @@ def test_good_batch_passes(store, base):
     assert report.ok, [f.message for f in report.errors]
     assert report.fast_path
     assert report.num_samples == 6
-    assert {f.id for f in report.findings} == {"fast_path"}
+    assert {f.id for f in report.findings} == {"fast_path", "site_coverage", "dropped_records"}
+    assert {f.severity for f in report.findings} == {"info"}
+    assert (report.plan.site_coverage, report.plan.dropped_fraction) == (1.0, 0.0)
 
 
 def test_variant_count_differs(store, base, vcf_batch, tmp_path):
@@ -301,8 +303,11 @@ def test_batch_that_is_not_a_vcz(store, base, tmp_path, kind):
         with pytest.raises(InvalidInputError) as err:
             op()
         message = str(err.value)
-        assert str(path) in message, message
-        assert re.search(r"not a VCZ|VCZ", message), message
+        expected = {"empty_dir": "not a VCZ (no zarr.json or .zgroup at its root)",
+                    "files": "not a VCZ (no zarr.json or .zgroup at its root)",
+                    "zarr_not_vcz": "not a VCZ (missing ",
+                    "vcf_file": "not a VCZ directory (convert VCF files first)"}[kind]
+        assert message.startswith(f"batch {path}: {expected}"), message
     helpers.assert_unchanged(before, helpers.store_digest(store))
 
 

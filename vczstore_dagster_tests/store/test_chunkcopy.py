@@ -66,33 +66,68 @@ def test_copy_into_shifted_columns(tmp_path):
     assert (dst[:, :6] == -1).all()
 
 
+def test_byte_budget_waits_until_bytes_are_given_back():
+    """The real budget: a take that would pass the limit waits for a give; a chunk larger than
+    the whole budget takes all of it, so it goes alone."""
+    import asyncio
+
+    from vczstore_dagster.store.chunkcopy import _ByteBudget
+
+    async def scenario():
+        budget = _ByteBudget(10)
+        assert await budget.take(6) == 6
+        second = asyncio.create_task(budget.take(6))
+        await asyncio.sleep(0.05)
+        assert not second.done() and budget.used == 6  # 6 + 6 > 10: it waits
+        await budget.give(6)
+        assert await asyncio.wait_for(second, 5) == 6 and budget.used == 6
+        await budget.give(6)
+        assert await budget.take(25) == 10 and budget.used == 10
+        third = asyncio.create_task(budget.take(1))
+        await asyncio.sleep(0.05)
+        assert not third.done()
+        await budget.give(10)
+        assert await asyncio.wait_for(third, 5) == 1
+
+    asyncio.run(scenario())
+
+
 def test_bytes_in_flight_are_bounded(tmp_path, monkeypatch):
-    """With a budget smaller than two chunks, chunks go one at a time, and nothing is lost."""
+    """Copies into a real local store that takes its time writing: with a budget of one chunk,
+    one chunk is written at a time (with a large one, several at once), and nothing is lost."""
+    import asyncio
+
+    import zarr
+    from zarr.storage import LocalStore
+
     from vczstore_dagster.store import chunkcopy
+
+    class SlowStore(LocalStore):
+        """Writes for real, after a short wait, and records the bytes being written at once."""
+
+        writing = peak = 0
+
+        async def set(self, key, value):
+            SlowStore.writing += len(value)
+            SlowStore.peak = max(SlowStore.peak, SlowStore.writing)
+            await asyncio.sleep(0.005)
+            await super().set(key, value)
+            SlowStore.writing -= len(value)
 
     rng = np.random.default_rng(2)
     values = rng.random((64, 64)).astype(np.float32)
     src = _source(tmp_path / "src.zarr", values, (16, 16))
     size = max(p.stat().st_size for p in (tmp_path / "src.zarr" / "c").rglob("*") if p.is_file())
-    monkeypatch.setattr(chunkcopy, "MAX_BYTES_IN_FLIGHT", size + 1)
-    in_flight, peak = [0], [0]
-    original = chunkcopy._ByteBudget.take
-
-    async def take(self, n):
-        got = await original(self, n)
-        in_flight[0] += got
-        peak[0] = max(peak[0], in_flight[0])
-        return got
-
-    async def give(self, n):
-        in_flight[0] -= n
-        async with self.changed:
-            self.used -= n
-            self.changed.notify_all()
-
-    monkeypatch.setattr(chunkcopy._ByteBudget, "take", take)
-    monkeypatch.setattr(chunkcopy._ByteBudget, "give", give)
-    session, dst = _icechunk_dst(tmp_path, src)
-    chunkcopy.copy_chunks(chunkcopy.column_copies(dst, src, 1, range(4), 0))
-    assert 0 < peak[0] <= size + 1
-    np.testing.assert_array_equal(dst[...], values)
+    peaks = {}
+    for budget in (64 * size, size + 1):
+        monkeypatch.setattr(chunkcopy, "MAX_BYTES_IN_FLIGHT", budget)
+        SlowStore.peak = 0
+        dst = zarr.create_array(SlowStore(str(tmp_path / f"dst-{budget}.zarr")), shape=src.shape,
+                                chunks=src.chunks, dtype=src.dtype, fill_value=-1,
+                                compressors=src.compressors)
+        chunkcopy.copy_chunks(chunkcopy.column_copies(dst, src, 1, range(4), 0))
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"dst-{budget}.zarr"))[...],
+                                      values)
+        peaks[budget] = SlowStore.peak
+    assert peaks[64 * size] > 2 * size, "positive control: unbounded copies overlap"
+    assert 0 < peaks[size + 1] <= size + 1, peaks

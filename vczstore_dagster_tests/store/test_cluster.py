@@ -88,7 +88,7 @@ def test_cluster_gives_the_local_store(kind, dask_cluster, vcf_batch, tmp_path, 
         if icechunk:
             widened = widen_field(store, "call_DP", "int16", dask_scheduler=scheduler)
             remove_samples(store, [helpers.vcf_samples(first)[0]])  # r1 holds it: redact r1
-            purged = purge(store, settle_seconds=0.1, dask_scheduler=scheduler)
+            purged = purge(store, dask_scheduler=scheduler)
             assert [r.replaced_by for r in purged.redacted] == ["r1-r1"]
         if scheduler is not None:
             for result in (appended, removed, *((widened, purged) if icechunk else ())):
@@ -178,7 +178,7 @@ def test_coordinator_killed_leaves_main_and_purge_collects_orphans(dask_cluster,
     assert fresh.main_snapshot() == snapshot
     helpers.assert_matches_bcftools(fresh, [first], cli=False)
     assert orphans <= helpers.storage_keys(fresh)
-    purge(fresh, settle_seconds=1.1)
+    purge(fresh)
     assert not orphans & helpers.storage_keys(fresh), "purge left the workers' orphan chunks"
     assert set(fresh.repo.list_branches()) == {"main"}
     remove_samples(fresh, [sample], dask_scheduler=dask_cluster.scheduler_address)

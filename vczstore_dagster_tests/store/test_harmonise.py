@@ -63,10 +63,13 @@ def bcftools_merge_none(vcfs, tmp_path, *, split=()) -> str:
     return helpers.run(["bcftools", "merge", "--no-version", "-m", "none", *paths]).stdout
 
 
-def assert_matches_merge(store, vcfs, tmp_path, *, split=()):
-    """vcztools' view of the store == bcftools merge -m none of ``vcfs``, on the store's sites."""
+def assert_matches_merge(store, vcfs, tmp_path, *, split=(), haploid=None):
+    """vcztools' view of the store == bcftools merge -m none of ``vcfs``, on the store's sites
+    (``haploid``: (samples, contigs) whose missing calls are haploid)."""
     got = helpers.parse_vcf_text(helpers.store_vcf_text(store))
     expected = helpers.parse_vcf_text(bcftools_merge_none(vcfs, tmp_path, split=split))
+    if haploid is not None:
+        helpers.haploid_missing(expected, *haploid)
     keys = {(r[0], r[1], r[3], r[4]) for r in got.rows}
     expected.rows = [r for r in expected.rows if (r[0], r[1], r[3], r[4]) in keys]
     assert len(got.rows) == schema_variants(store)
@@ -94,14 +97,17 @@ def site_name(site) -> str:
 
 
 def test_match_position_rules():
-    from vczstore_dagster.store.harmonise import match_position, merged_alleles
+    from vczstore_dagster.store.sites import match_position, merged_alleles
 
     assert match_position([("A", "C", "G")], [("A", "G", "C")]) == {0: [0]}  # same set
     assert match_position([("A", "C", "G")], [("A", "C")]) == {0: [0]}  # subset
     assert match_position([("A", "C")], [("A", "C", "G")]) == {0: [0]}  # new allele G
     assert match_position([("A", "C", "G")], [("A", "C", "T")]) == {0: [0]}  # overlap: new T
-    assert match_position([("A", "C")], [("A", "G")]) == {}  # disjoint: dropped
+    assert match_position([("A", "C")], [("A", "G")]) == {0: [0]}  # disjoint: new allele G
     assert match_position([("A", "C")], [("AT", "C")]) == {}  # another REF
+    # a record with a new ALT beside the one the site took: a split part of the site
+    assert match_position([("A", "C")], [("A", "C"), ("A", "G")]) == {0: [0, 1]}
+    assert match_position([("A", "C")], [("A", "C"), ("A", "C")]) == {0: [0]}  # a duplicate
     # split records merged when the store has the multi-allelic site
     assert match_position([("G", "T", "C")], [("G", "T"), ("G", "C")]) == {0: [0, 1]}
     # ... but each taken by its own store record when the store has them apart
@@ -119,7 +125,7 @@ def test_match_position_rules():
 @pytest.mark.parametrize("kind", ["icechunk", "zarr2", "zarr3"])
 def test_batch_lacks_variants(make_store, vcf_batch, tmp_path, kind):
     from vczstore_dagster.store import append_batch, check_batch
-    from vczstore_dagster.store.harmonise import HARMONISATION_ATTR
+    from vczstore_dagster.store.plan import HARMONISATION_ATTR
 
     a = first_batch(vcf_batch)
     store = new_store(make_store, a, kind)
@@ -136,8 +142,9 @@ def test_batch_lacks_variants(make_store, vcf_batch, tmp_path, kind):
 
     report = check_batch(store, out)
     assert report.ok, [f.message for f in report.errors]
-    info = findings(report)["harmonised_missing_filled"]
-    assert info.severity == "info" and str(len(lacking)) in info.message
+    coverage = findings(report)["site_coverage"]
+    assert coverage.severity == "warning" and str(NV - len(lacking)) in coverage.message
+    assert report.plan.missing_filled == len(lacking)
     assert report.fast_path  # harmonised in the store's encoding and grid: chunks are copied
 
     # the filled sites are missing in every call_* field
@@ -164,15 +171,14 @@ def test_batch_has_extra_variants(make_store, vcf_batch, tmp_path):
     store = new_store(make_store, a)
     extra = list(testdata.make_sites(12, seed=99))  # other positions
     target = SITES[5]
-    other = next(x for x in "ACGT" if x != target.ref and x not in target.alts)
-    extra.append(dataclasses.replace(target, alts=(other,), id="."))  # same position, other ALT
+    extra.append(dataclasses.replace(target, ref=target.ref + "A", id="."))  # same position, other REF
     b = vcf_batch("S", 5, start=6, num_variants=NV, sites=sorted_sites([*SITES, *extra]))
     out, converted = convert(store, b, tmp_path)
     h = converted.harmonisation
     assert (h.missing_filled, h.dropped, h.remapped, h.num_new_alleles) == (0, len(extra), 0, 0)
     assert converted.num_variants == NV
     report = check_batch(store, out)
-    assert report.ok and "harmonised_dropped" in findings(report)
+    assert report.ok and findings(report)["dropped_records"].severity == "warning"
     append_batch(store, out, batch_id="b1")
     assert_matches_merge(store, [a, b], tmp_path)
 
@@ -223,7 +229,7 @@ def test_new_allele_refused_then_accepted(make_store, vcf_batch, tmp_path, kind)
 
     from vczstore_dagster.cli import cli
     from vczstore_dagster.store import (
-        InvalidInputError,
+        IncompatibleBatchError,
         append_batch,
         check_batch,
         convert_vcfs,
@@ -251,7 +257,7 @@ def test_new_allele_refused_then_accepted(make_store, vcf_batch, tmp_path, kind)
     report = check_batch(store, out)
     new = findings(report)["new_alleles"]
     assert new.severity == "error" and site_name(SITES[min(grown_alts)]) in new.message
-    with pytest.raises(InvalidInputError) as err:
+    with pytest.raises(IncompatibleBatchError) as err:
         append_batch(store, out, batch_id="b1")
     first = min(grown_alts)
     assert site_name(SITES[first]) in str(err.value) and grown_alts[first][-1] in str(err.value)
@@ -344,7 +350,15 @@ def test_haploid_contig_keeps_fill(make_store, vcf_batch, tmp_path):
             male = sample in haploid["haploid_samples"] and SITES[v].contig == "chr2"
             assert list(gt[v, j]) == ([-1, -2] if male else [-1, -1]), (v, sample)
     append_batch(store, out, batch_id="b1")
-    assert_matches_merge(store, [a, b], tmp_path)
+    stored = np.asarray(store.readonly_group()["call_genotype"][...])
+    columns = helpers.sample_ids(store)
+    for v in sorted(lacking):  # the store keeps the fill, not only the staged batch
+        for sample in ids:
+            male = sample in haploid["haploid_samples"] and SITES[v].contig == "chr2"
+            assert list(stored[v, columns.index(sample)]) == ([-1, -2] if male else [-1, -1])
+    # ploidy compared: "." for the males' missing chr2 calls, "./." for everyone else's
+    assert_matches_merge(store, [a, b], tmp_path,
+                         haploid=(haploid["haploid_samples"], ("chr2",)))
 
 
 @pytest.mark.parametrize("first_source", ["vcf", "vcz"])

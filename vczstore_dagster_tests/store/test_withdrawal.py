@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import pathlib
 
@@ -162,16 +163,36 @@ def test_withdrawn_sample_can_never_be_appended_again(make_store, vcf_batch, tmp
 
 
 def test_release_statistics_equal_bcftools_fill_tags(make_store, vcf_batch, tmp_path):
-    store, _, vcfs = two_batch_store(make_store, vcf_batch, tmp_path)
+    """AC, AN, AF, NS and the call rate of a release (over its active samples) are what
+    ``bcftools +fill-tags`` computes on the VCFs less the removed samples (call rate: 1 -
+    F_MISSING); the first batch's INFO fields are listed as stale once another batch is in."""
+    store, url, vcfs = two_batch_store(make_store, vcf_batch, tmp_path)
+    stale = ["variant_AC", "variant_AN", "variant_NS"]  # the INFO fields of the test VCFs
+    assert store_info(store).stale_info_fields == stale
+    shown = helpers.run([helpers.venv_tool("vczstore"), "info", url]).stdout
+    assert "stale INFO:  variant_AC, variant_AN, variant_NS (out of date with the current " \
+        "samples)" in shown, shown
     removed = ["W00000", "X00005"]
     remove_samples(store, removed)
     tag_release(store, "2026-11")
     truth = helpers.bcftools_truth(vcfs, removed)
-    filled = helpers.run(["bcftools", "+fill-tags", "-", "--", "-t", "AC,AN"], input=truth).stdout
-    expected = _info_by_site(filled, ("AC", "AN"))
-    got = _info_by_site(helpers.vcztools_text_from_group(store.readonly_group("2026-11")), ("AC", "AN"))
-    assert expected == got
+    filled = helpers.run(["bcftools", "+fill-tags", "-", "--", "-t", "AC,AN,AF,NS,F_MISSING"],
+                         input=truth).stdout
+    expected = _info_by_site(filled, ("AC", "AN", "NS", "AF", "F_MISSING"))
+    got = _info_by_site(helpers.vcztools_text_from_group(store.readonly_group("2026-11")),
+                        ("AC", "AN", "NS", "AF", "call_rate"))
+    assert expected.keys() == got.keys() and len(got) == 60
+    for site, (ac, an, ns, af, missing) in expected.items():
+        g_ac, g_an, g_ns, g_af, g_rate = got[site]
+        assert (g_ac, g_an, g_ns) == (ac, an, ns), site
+        assert _floats(g_af) == pytest.approx(_floats(af), abs=6e-4), site
+        assert float(g_rate) == pytest.approx(1 - float(missing), abs=6e-4), site
+    assert any(float(m) > 0 for *_, m in expected.values()), "some sites have missing calls"
     assert store_info(store).stale_info_fields == []
+
+
+def _floats(text):
+    return [float(x) for x in text.split(",")]
 
 
 def _info_by_site(text, keys):
@@ -216,7 +237,9 @@ def test_purge_forgets_removed_samples_everywhere(kind, make_store, vcf_batch, t
     assert [(r.release, r.replaced_by) for r in result.redacted] == [("2026-10", "2026-10-r1")]
     assert result.bytes_deleted > 0
     names = {r.name: r for r in list_releases(store)}
-    assert set(names) == {"2026-10-r1", "2026-11"}
+    assert {n: r.state for n, r in names.items()} == {
+        "2026-10": "replaced", "2026-10-r1": "citable", "2026-11": "citable"}
+    assert (names["2026-10"].replaced_by, names["2026-10"].snapshot_id) == ("2026-10-r1", None)
     assert names["2026-10-r1"].replaces == "2026-10"
     assert header_victim not in ids_of(store, "2026-10-r1")
     assert store_info(store, at="2026-10-r1").num_active_samples == 21
@@ -230,6 +253,75 @@ def test_purge_forgets_removed_samples_everywhere(kind, make_store, vcf_batch, t
     assert all(c in same_after for c in leftover)
     notes = release_notes(store, "2026-10-r1")
     assert "2026-10" in notes and header_victim not in notes
+
+
+def test_a_replaced_release_says_so_everywhere(make_store, vcf_batch, tmp_path):
+    """After a purge the ledger, `releases`, `info`, `info --at` and the notes say that 2026-10
+    was replaced by 2026-10-r1 and when; the redacted notes count the withdrawals right and give
+    both times; a second redaction chains on (r1 replaced by r2)."""
+    from vczstore_dagster.store import ReleaseReplacedError
+
+    store, url, _ = two_batch_store(make_store, vcf_batch, tmp_path)
+    made = tag_release(store, "2026-10", message="October")
+    original = {r.name: r for r in list_releases(store)}["2026-10"].time
+    remove_samples(store, ["W00001", "X00002"])
+    purge(store)
+
+    releases = {r.name: r for r in list_releases(store)}
+    old, new = releases["2026-10"], releases["2026-10-r1"]
+    assert (old.state, old.citable, old.replaced_by, old.snapshot_id) == (
+        "replaced", False, "2026-10-r1", None)
+    assert (new.state, new.replaces, new.samples_redacted, new.active_samples) == (
+        "citable", "2026-10", 2, 20)
+    assert old.time == new.time == original, "the redacted release keeps its creation time"
+    assert old.redacted_at == new.redacted_at and new.redacted_at > original
+    assert new.message == "October" and made.active_samples == 22
+
+    with pytest.raises(ReleaseReplacedError) as err:
+        store_info(store, at="2026-10")
+    assert str(err.value) == (
+        f"{url}: release 2026-10 was replaced by 2026-10-r1 (redacted on {new.redacted_at}): "
+        "samples withdrawn after it was made were removed; read or cite 2026-10-r1")
+    assert err.value.replaced_by == "2026-10-r1"
+    vczstore = helpers.venv_tool("vczstore")
+    proc = helpers.run([vczstore, "info", url, "--at", "2026-10"], check=False)
+    assert proc.returncode == 1 and "release 2026-10 was replaced by 2026-10-r1" in proc.stderr
+    day = new.redacted_at[:10]
+    shown = helpers.run([vczstore, "info", url]).stdout
+    assert f"releases:    2026-10 (replaced by 2026-10-r1 on {day}; not citable), 2026-10-r1\n" \
+        in shown, shown
+    table = helpers.run([vczstore, "releases", url]).stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATE", "SNAPSHOT", "TIME", "ACTIVE", "BATCHES",
+                                "REPLACES", "REPLACED_BY"]
+    batches = ",".join(b.batch_id for b in store_info(store).batches)
+    assert table[1].split() == ["2026-10", "replaced", "-", original, "22", batches, "-",
+                                "2026-10-r1"]
+    assert table[2].split()[:2] == ["2026-10-r1", "citable"]
+    assert table[2].split()[4:] == ["20", batches, "2026-10", "-"]
+    assert table[3] == f"2026-10: replaced by 2026-10-r1 on {day}; not citable"
+
+    notes = release_notes(store, "2026-10-r1")
+    assert f"- Created: {original} (as release 2026-10)\n- Redacted: {new.redacted_at}\n" in notes
+    assert "- Withdrawals applied: 2 sample(s) (0 before the release was made, 2 removed when " \
+        "it was redacted)" in notes
+    assert f"- 2026-10 was replaced by 2026-10-r1 on {new.redacted_at}" in notes
+    replaced_notes = release_notes(store, "2026-10")
+    assert replaced_notes.startswith("# Release 2026-10 (replaced)\n")
+    assert f"Replaced by **2026-10-r1** on {new.redacted_at}" in replaced_notes
+    with pytest.raises(InvalidInputError, match="release 2026-10 was replaced by 2026-10-r1 when "
+                                                "it was redacted; tag names cannot be reused"):
+        tag_release(store, "2026-10")
+
+    remove_samples(store, ["X00007"])
+    purge(store)
+    releases = {r.name: r for r in list_releases(store)}
+    assert {n: (r.state, r.replaced_by) for n, r in releases.items()} == {
+        "2026-10": ("replaced", "2026-10-r1"), "2026-10-r1": ("replaced", "2026-10-r2"),
+        "2026-10-r2": ("citable", None)}
+    r2 = releases["2026-10-r2"]
+    assert (r2.replaces, r2.samples_redacted, r2.active_samples, r2.time) == (
+        "2026-10-r1", 3, 19, original)
+    assert "(as release 2026-10)" in release_notes(store, "2026-10-r2")
 
 
 def test_purge_recomputes_redacted_release_statistics(make_store, vcf_batch, tmp_path):
@@ -249,3 +341,64 @@ def test_remove_on_plain_zarr(make_store, vcf_batch, tmp_path):
     store = open_store(store.url)
     helpers.assert_matches_bcftools(store, vcfs, removed=["X00000"])
     assert purge(store).redacted == []
+
+
+@pytest.mark.parametrize("release", [True, False], ids=["with-redaction", "no-release"])
+def test_purge_beside_an_append_in_flight_on_s3(make_store, vcf_batch, tmp_path, moto_s3, release):
+    """An append has written its chunks and waits to commit when a purge starts on S3 (no lock
+    there). The purge waits for it instead of deleting its branch and collecting its chunks; the
+    append succeeds (redone once when the purge's own commit moved main), its data reads back
+    whole, and the withdrawn sample is gone from every object."""
+    from vczstore_dagster.store import list_releases, open_store, store_info
+
+    first = vcf_batch("W", 12, num_variants=60)
+    second = vcf_batch("X", 8, num_variants=60)
+    store, url = make_store("s3", [first], samples_chunk_size=4, variants_chunk_size=20,
+                            batch_id="first")
+    victim = "W00003"
+    if release:
+        tag_release(store, "2026-10")
+    remove_samples(store, [victim])
+    batch = helpers.convert_like(store, [second], tmp_path / "second.vcz").path
+    assert found(victim.encode(), storage_corpus(store, moto_s3)), "positive control"
+
+    marker, until = tmp_path / "paused", tmp_path / "go"
+    append = helpers.start_append(store, batch, "second",
+                                  env=helpers.pause_env("commit", marker, until))
+    with helpers.killing(append):
+        helpers.wait_for_pass(marker, 1, append)
+        purging = helpers.vczstore_process("purge", url, "--grace", "300",
+                                           *moto_s3.storage_option_args())
+        with helpers.killing(purging):
+            follower = helpers.StderrFollower(purging)
+            follower.wait_for(r"waiting for 1 writer\(s\) in flight")
+            helpers.release_pass(until, 1000)
+            out, err = append.communicate(timeout=300)
+            assert append.returncode == 0, err[-4000:]
+            code, purged, purge_err = follower.finish()
+    assert code == 0, purge_err
+    assert "writers in flight waited for: 1" in purged, purged
+    assert json.loads(out.strip().splitlines()[-1])["attempts"] == (2 if release else 1)
+
+    fresh = open_store(url, storage_options=moto_s3.storage_options)
+    assert [b.batch_id for b in store_info(fresh).batches] == ["first", "second"]
+    helpers.assert_matches_bcftools(fresh, [first, second], removed=[victim], cli=False)
+    if release:
+        states = {r.name: r.state for r in list_releases(fresh)}
+        assert states == {"2026-10": "replaced", "2026-10-r1": "citable"}
+    assert helpers.wip_branches(fresh) == set()
+    assert not found(victim.encode(), storage_corpus(fresh, moto_s3))
+
+
+def test_purge_deletes_branches_of_dead_writers_on_s3(make_store, vcf_batch, moto_s3):
+    """Temporary branches older than the grace period (or named before branch times were kept)
+    belong to writers that died: a purge on S3 deletes them without waiting."""
+    from vczstore_dagster.store.transaction import WIP_BRANCH_PREFIX
+
+    store, _ = make_store("s3", [vcf_batch("W", 6, num_variants=60)], samples_chunk_size=4)
+    head = store.main_snapshot()
+    store.repo.create_branch(f"{WIP_BRANCH_PREFIX}20200101T000000Z-deadbeef", head)
+    store.repo.create_branch(f"{WIP_BRANCH_PREFIX}0123456789ab", head)
+    result = purge(store, grace_seconds=600)
+    assert (result.abandoned_branches_deleted, result.writers_waited_for) == (2, 0)
+    assert helpers.wip_branches(store) == set()

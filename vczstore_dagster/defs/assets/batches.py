@@ -8,12 +8,13 @@ import shutil
 import dagster as dg
 
 from vczstore_dagster.defs.assets import GROUP
+from vczstore_dagster.defs.checks import BatchChecksConfig, coverage_metadata, save_settings
 from vczstore_dagster.defs.inbox import describe_batch
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcf_sample_ids, vcz_sample_ids
 from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
-from vczstore_dagster.store import convert_vcfs
-from vczstore_dagster.store.harmonise import harmonise_batch
+from vczstore_dagster.store import convert_vcfs, harmonise_batch
+from vczstore_dagster.store.planner import plan_variants
 
 SHOWN_FILES = 50
 
@@ -86,9 +87,9 @@ def _convert(context, vcfs, target, like, sample_ids):
         result = call_engine("converting the batch", convert_vcfs, vcfs, target,
                              sample_ids=sample_ids)
         return result, "its own (no store yet: it will create it)"
-    try:
+    try:  # the plan is recorded, not judged: the blocking checks judge it with the run's settings
         return call_engine("converting the batch", convert_vcfs, vcfs, target, like=like,
-                           sample_ids=sample_ids), "the store's"
+                           thresholds=None, sample_ids=sample_ids), "the store's"
     except EngineFailure as failure:
         if failure.error_type != "InvalidInputError":
             raise
@@ -99,9 +100,12 @@ def _convert(context, vcfs, target, like, sample_ids):
     return result, f"its own: it does not fit the store's ({misfit})"
 
 
-def _harmonisation_metadata(report) -> dict:
-    """Counts only: what harmonising the batch to the store's variant set did."""
-    return {f"harmonisation_{k}": int(v) for k, v in report.counts().items()}
+def _plan_metadata(plan) -> dict:
+    """Counts only: what harmonising the batch to the store's variant set does, and coverage."""
+    if plan is None:
+        return {}
+    return {**{f"harmonisation_{k}": int(v) for k, v in plan.counts().items()},
+            **coverage_metadata(plan)}
 
 
 def _stage_vcz(context, vcz, target, like):
@@ -111,9 +115,9 @@ def _stage_vcz(context, vcz, target, like):
     metadata = {"converted": False, "num_samples": len(ids)}
     if like is not None:
         try:
-            report = call_engine("harmonising the batch", harmonise_batch, like, vcz, target,
-                                 sample_ids=ids)
-            metadata.update(_harmonisation_metadata(report))
+            plan = call_engine("harmonising the batch", harmonise_batch, like, vcz, target,
+                               thresholds=None, sample_ids=ids)
+            metadata.update(_plan_metadata(plan))
             return metadata, "the store's variant set and sample grid (harmonised VCZ)"
         except EngineFailure as failure:
             if failure.error_type != "InvalidInputError":
@@ -124,6 +128,17 @@ def _stage_vcz(context, vcz, target, like):
     return metadata, "its own (a VCZ batch is staged as it came)"
 
 
+def _plan_of(store, path):
+    """The variant plan of a batch staged in its own schema (None when it cannot be made: the
+    blocking check says why)."""
+    import zarr
+
+    try:
+        return plan_variants(store.readonly_group(), zarr.open_group(str(path), mode="r"))
+    except Exception:  # noqa: BLE001 - the check reports the same problem, redacted
+        return None
+
+
 @dg.asset(
     partitions_def=batches,
     group_name=GROUP,
@@ -131,12 +146,15 @@ def _stage_vcz(context, vcz, target, like):
     kinds={"zarr"},
     description=(
         "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
-        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks. "
-        "Removed once vcz_store has appended it."
+        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks, and "
+        "harmonised to the store's variant set (coverage figures in the metadata). Its config "
+        "sets what the batch must meet (min_site_coverage, max_dropped_fraction, "
+        "allow_new_alleles). Removed once vcz_store has appended it."
     ),
 )
 def staged_batch(
     context: dg.AssetExecutionContext,
+    config: BatchChecksConfig,
     inbox: InboxResource,
     staging: StagingResource,
     store: VczStoreResource,
@@ -151,6 +169,7 @@ def staged_batch(
     inbox.fetch((batch_id,), source)
     if target.exists():
         shutil.rmtree(target)
+    settings = save_settings(staging, batch_id, config, store)
     like = store.open_if_exists()
 
     if folder.vcz:
@@ -168,9 +187,11 @@ def staged_batch(
             "dropped_fields": ", ".join(result.dropped_fields) or "none",
             "duration_seconds": round(result.seconds, 3),
         }
-        if getattr(result, "harmonisation", None) is not None:
-            metadata.update(_harmonisation_metadata(result.harmonisation))
+        metadata.update(_plan_metadata(result.harmonisation))
+    if like is not None and "site_coverage" not in metadata:  # staged as it came: plan it here
+        metadata.update(_plan_metadata(_plan_of(like, target)))
     shutil.rmtree(source, ignore_errors=True)
+    metadata.update(settings)
     metadata["schema"] = schema
     metadata["path"] = str(target)
     return dg.MaterializeResult(metadata=metadata)

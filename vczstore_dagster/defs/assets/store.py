@@ -7,7 +7,7 @@ import dagster as dg
 
 from vczstore_dagster.defs.assets import GROUP
 from vczstore_dagster.defs.assets.batches import staged_batch
-from vczstore_dagster.defs.checks import partitioned_check_spec
+from vczstore_dagster.defs.checks import load_settings, partitioned_check_spec
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcz_sample_ids
 from vczstore_dagster.defs.resources import StagingResource, VczStoreResource
@@ -77,9 +77,12 @@ def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: f
     )
 
 
-def _append(existing, path, batch_id: str, sample_ids, started: float, dask_scheduler=None):
+def _append(existing, path, batch_id: str, sample_ids, started: float, settings,
+            dask_scheduler=None):
+    thresholds, allow_new_alleles = settings
     result = call_engine(
         "appending the batch", append_batch, existing, str(path), batch_id=batch_id,
+        thresholds=thresholds, allow_new_alleles=allow_new_alleles,
         dask_scheduler=dask_scheduler, sample_ids=sample_ids,
     )
     return dg.MaterializeResult(
@@ -125,7 +128,8 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, stagin
         result = _create(store, path, batch_id, sample_ids, started)
     else:
         try:
-            result = _append(existing, path, batch_id, sample_ids, started, store.dask_scheduler)
+            result = _append(existing, path, batch_id, sample_ids, started,
+                             load_settings(staging, batch_id, store), store.dask_scheduler)
         except EngineFailure as failure:
             if failure.error_type == "AuditError":  # main was not moved
                 yield _consistent(False, failure.description)
