@@ -676,8 +676,10 @@ def info(ctx, store, at, storage_options, backend):
     if i.stale_info_fields:
         lines.append(("stale INFO", ", ".join(i.stale_info_fields)
                       + " (out of date with the current samples)"))
+    if i.fast_level is not None:
+        lines.append(("fast level", _fast_level_line(i.fast_level, i.ref)))
     width = max(len(k) for k, _ in lines) + 1
-    lists = ("arrays", "releases", "stale INFO")  # wrapped; a URL or a time stays on its line
+    lists = ("arrays", "releases", "stale INFO", "fast level")  # a URL or a time is not wrapped
     for key, value in lines:
         label = (key + ":").ljust(width) + " "
         click.echo(textwrap.fill(value, width=100, initial_indent=label,
@@ -689,6 +691,55 @@ def info(ctx, store, at, storage_options, backend):
                  str(b.num_samples), b.appended_at] for b in i.batches]
         click.echo("  " + _table(rows, ["BATCH", "SAMPLES", "COUNT", "APPENDED"])
                    .replace("\n", "\n  "))
+
+
+def _fast_level_line(report, ref: str) -> str:
+    f = report
+    if f.extra_bytes is None:
+        cost = "cost unknown: no column at the store's level to compare with"
+    elif f.extra_bytes <= 0:
+        cost = "no cost measurable against the other columns"
+    else:
+        cost = (f"about +{_bytes(f.extra_bytes)} ({100 * f.extra_bytes / (f.bytes - f.extra_bytes):+.0f}%) "
+                "over the store's level, estimated from the other columns")
+    fix = "`vczstore recompress` re-encodes them" if ref == "main" else "kept by this release"
+    return (f"{len(f.columns)} of {f.num_columns} sample-chunk column(s) written at the fast level "
+            f"({_column_list(f.columns)}): {_bytes(f.bytes)}, {cost}; {fix}")
+
+
+def _column_list(columns: list[int]) -> str:
+    shown = ", ".join(map(str, columns[:8]))
+    return shown + (f", ... ({len(columns) - 8} more)" if len(columns) > 8 else "")
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--column", "columns", type=click.IntRange(min=0), multiple=True, metavar="N",
+              help="Only this sample-chunk column (repeatable); default: every column `info` "
+                   "lists at the fast level.")
+@store_options
+@dask_option
+@click.pass_context
+def recompress(ctx, store, columns, storage_options, backend, dask_scheduler):
+    """Re-encode the chunk columns that removals, redactions and appends wrote at the fast level
+    of STORE's codec (see `info`) at the store's own level, in one commit: values unchanged,
+    fewer bytes. Slow (the store's level is what costs); run it off the hot path."""
+    from vczstore_dagster.store.recompress import recompress_store
+
+    settings = _settings(ctx)
+    r = recompress_store(_open(ctx, store, storage_options, backend), list(columns) or None,
+                         progress=settings.progress, dask_scheduler=dask_scheduler)
+    if not r.columns:
+        click.echo("nothing to recompress: no column was written at the fast level")
+        return
+    click.echo(f"recompressed {len(r.columns)} sample-chunk column(s) ({_column_list(r.columns)}), "
+               f"{r.chunks_rewritten} chunk(s): {_bytes(r.bytes_before)} → {_bytes(r.bytes_after)}")
+    if r.columns_left:
+        click.echo(f"still at the fast level: {_column_list(r.columns_left)}")
+    if r.snapshot_id:
+        click.echo(f"snapshot: {r.snapshot_id}")
+    _echo_cluster(r.cluster)
+    click.echo(f"time: {r.seconds:.2f} s")
 
 
 @cli.command()
