@@ -103,13 +103,13 @@ def coverage_metadata(plan) -> dict:
             "coverage_by_contig": dg.MetadataValue.table(rows, schema=schema)}
 
 
-def partitioned_check_spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+def partitioned_check_spec(name: str, asset: str, description: str, *,
+                           partitions_def=batches, blocking: bool = True) -> dg.AssetCheckSpec:
     # Per-partition checks are a preview feature in Dagster 1.13; the warning says nothing new.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(
-            name, asset=asset, blocking=True, partitions_def=batches, description=description
-        )
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking,
+                                 partitions_def=partitions_def, description=description)
 
 
 def _finding_text(finding: Finding, sample_ids) -> str:

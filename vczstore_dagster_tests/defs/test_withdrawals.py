@@ -7,7 +7,7 @@ import pathlib
 import dagster as dg
 
 from vczstore_dagster.store import list_releases, open_store, schema
-from vczstore_dagster_tests.defs.conftest import ingest, materializations
+from vczstore_dagster_tests.defs.conftest import ingest, materializations, tag
 from vczstore_dagster_tests.defs.test_sensors import tick
 from vczstore_dagster_tests.helpers import assert_matches_bcftools
 
@@ -38,9 +38,7 @@ def test_withdrawal_removes_samples_and_leaves_no_id_in_the_instance(project, vc
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         assert ingest(defs, instance, "batch-a").success
         assert ingest(defs, instance, "batch-b").success
-        instance.add_dynamic_partitions("releases", ["r1"])
-        release = defs.resolve_job_def("tag_release").execute_in_process(
-            partition_key="r1", instance=instance)
+        release = tag(defs, instance, "r1")
         assert materializations(release)["store_release"]["active_samples"] == 16
 
         project.request_withdrawal("request-1", withdrawn)
