@@ -147,6 +147,8 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource,
                                     "was checked: it is checked again (ingest_batch), nothing "
                                     "was written.")
                 context.instance.add_run_tags(context.run_id, {MOVED_ON: "true"})
+                yield _consistent(True, "nothing written: the store changed since the batch was "
+                                        "checked, and it is checked again")
                 return
             if failure.error_type == "AuditError":  # main was not moved
                 yield _consistent(False, failure.description)
