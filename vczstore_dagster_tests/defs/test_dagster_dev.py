@@ -211,11 +211,13 @@ def test_ready_batch_in_the_inbox_reaches_the_store(dagster_dev, vcf_batch):
     vcf = vcf_batch("E2E-", 7)
     dagster_dev.project.drop_batch("e2e-batch", [vcf])
     event = dagster_dev.wait_for_materialization("vcz_store", "e2e-batch")
+    runs = {r["jobName"]: {t["key"]: t["value"] for t in r["tags"]} for r in dagster_dev.runs()
+            if {"key": "dagster/partition", "value": "e2e-batch"} in r["tags"]}
+    # inbox_sensor: stage and check; append_sensor, once the checks passed: append.
+    assert {job: tags["dagster/sensor_name"] for job, tags in runs.items()} == {
+        "ingest_batch": "inbox_sensor", "append_batch": "append_sensor"}
     [run] = [r for r in dagster_dev.runs() if r["runId"] == event["runId"]]
-    assert run["jobName"] == "ingest_batch"
-    tags = {t["key"]: t["value"] for t in run["tags"]}
-    assert tags["dagster/partition"] == "e2e-batch"
-    assert tags["dagster/sensor_name"] == "inbox_sensor"
+    assert run["jobName"] == "append_batch"
 
     store = open_store(dagster_dev.project.store_url)
     ids = [str(s) for s in schema.strings(store.readonly_group()["sample_id"][...])]
@@ -308,9 +310,10 @@ def test_refused_batch_store_summary_and_replaced_release_in_a_real_browser(dags
              screenshot="store_partitions_none_failed.png")
         show(page, f"{url}/assets/staged_batch?view=checks&checkDetail=variants_match_store",
              "variants_match_store", "ui-refused", screenshot="refused_batch_reason.png")
-        reason = page.get_by_text("new ALT allele", exact=False).first
+        reason = page.get_by_text("refused: retry with ingest_batch", exact=False).first
         reason.wait_for(state="visible", timeout=60_000)
-        assert "ui-refused" in reason.inner_text() and "dismiss_batch" in reason.inner_text()
+        assert "batch ui-refused.vcz: 4 new ALT allele(s)" in reason.inner_text()
+        assert "dismiss_batch" in reason.inner_text()
         assert "UIX-" not in page.content()
 
         show(page, f"{url}/assets/store_summary", "total_samples", screenshot="store_summary.png")
