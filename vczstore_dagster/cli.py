@@ -548,14 +548,28 @@ def widen(ctx, store, field, dtype, lock_timeout, storage_options, backend, dask
               help="S3: how long a writer may run beside the purge; the purge waits for writers "
                    "in flight up to that age and takes older ones for dead (default: "
                    "VCZSTORE_PURGE_GRACE_SECONDS, else 3600).")
+@click.option("--inbox", "inboxes", multiple=True, metavar="FOLDER",
+              help="Also search FOLDER (an inbox or staging area: one batch per subfolder, local "
+                   "or s3://) for batches still holding a withdrawn sample; repeatable.")
+@click.option("--delete-leftovers", is_flag=True,
+              help="Delete the batches --inbox finds (they could never be appended again).")
 @lock_option
 @store_options
 @dask_option
 @click.pass_context
-def purge(ctx, store, grace, lock_timeout, storage_options, backend, dask_scheduler):
+def purge(ctx, store, grace, inboxes, delete_leftovers, lock_timeout, storage_options, backend,
+          dask_scheduler):
     """Make STORE forget withdrawn samples: redact the releases that hold them (re-tagged as
     NAME-rN), then expire history and garbage-collect. Irreversible. Run it again if it was
-    interrupted: it finishes what it started."""
+    interrupted: it finishes what it started. With --inbox, name the batches left in those
+    folders that still hold a withdrawn sample (and delete them with --delete-leftovers)."""
+    from vczstore_dagster.store.leftovers import delete_leftovers as delete_found
+    from vczstore_dagster.store.leftovers import find_leftovers
+    from vczstore_dagster.store.location import (
+        normalise_s3_options,
+        s3_options_from_env,
+        s3fs_kwargs,
+    )
     from vczstore_dagster.store.purge import purge as purge_store
 
     settings = _settings(ctx)
@@ -577,6 +591,21 @@ def purge(ctx, store, grace, lock_timeout, storage_options, backend, dask_schedu
                + (f"; cutoff {r.cutoff}" if r.cutoff else ""))
     _echo_cluster(r.cluster)
     click.echo(f"time: {r.seconds:.2f} s")
+    opened = _open(ctx, store, storage_options, backend, lock_timeout)
+    for folder in inboxes:
+        options = (s3fs_kwargs(s3_options_from_env(normalise_s3_options(storage_options)))
+                   if folder.startswith("s3://") else None)
+        found = find_leftovers(opened, folder, storage_options=options)
+        for leftover in found:
+            click.echo(f"{folder}: batch {leftover.name} holds {leftover.withdrawn} withdrawn "
+                       f"sample(s) in {leftover.files} file(s)"
+                       + (": deleted" if delete_leftovers else ""))
+        if found and delete_leftovers:
+            delete_found(found, folder, storage_options=options)
+        elif found:
+            click.echo(f"{folder}: rerun with --delete-leftovers to delete them")
+        else:
+            click.echo(f"{folder}: no batch holds a withdrawn sample")
 
 
 @cli.command()

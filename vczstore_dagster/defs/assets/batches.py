@@ -7,7 +7,7 @@ import shutil
 
 import dagster as dg
 
-from vczstore_dagster.defs.assets import GROUP
+from vczstore_dagster.defs.assets import GROUP, OWNERS
 from vczstore_dagster.defs.checks import BatchChecksConfig, coverage_metadata, save_settings
 from vczstore_dagster.defs.inbox import describe_batch
 from vczstore_dagster.defs.partitions import batches
@@ -49,6 +49,8 @@ def _files_table(files: list[dict]) -> str:
     partitions_def=batches,
     group_name=GROUP,
     kinds={"vcf"},
+    owners=OWNERS,
+    tags={"layer": "batch"},
     description="A batch in the inbox: its VCF files (or one VCZ), sizes, checksums and sample count.",
 )
 def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> dg.MaterializeResult:
@@ -144,12 +146,16 @@ def _plan_of(store, path):
     group_name=GROUP,
     deps=[incoming_batch],
     kinds={"zarr"},
+    owners=OWNERS,
+    tags={"layer": "batch"},
     description=(
         "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
         "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks, and "
         "harmonised to the store's variant set (coverage figures in the metadata). Its config "
         "sets what the batch must meet (min_site_coverage, max_dropped_fraction, "
-        "allow_new_alleles). Removed once vcz_store has appended it."
+        "allow_new_alleles). A refused batch fails one of its checks, with the reason: retry it "
+        "with ingest_batch and that config after a fix, or dismiss it (dismiss_batch). Removed "
+        "once vcz_store has appended it."
     ),
 )
 def staged_batch(
