@@ -63,11 +63,23 @@ def _cluster_info(work) -> dict:
 
 def op_purge(store):
     engine = _engine()
-    from vczstore_dagster.store.purge import purge
+    from vczstore_dagster.store import purge as module
 
-    r = purge(engine.open_store(store))
+    redacting = []  # seconds spent redacting releases, timed around the engine's own step
+    redact = getattr(module, "_redact_if_needed", None)
+    if redact is not None:
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return redact(*args, **kwargs)
+            finally:
+                redacting.append(time.perf_counter() - t0)
+
+        module._redact_if_needed = timed
+    r = module.purge(engine.open_store(store))
     return {"redacted": len(r.redacted), "snapshots_expired": r.snapshots_expired,
-            "chunks_deleted": r.chunks_deleted, "bytes_deleted": r.bytes_deleted}
+            "chunks_deleted": r.chunks_deleted, "bytes_deleted": r.bytes_deleted,
+            **({"redact_seconds": sum(redacting)} if redacting else {})}
 
 
 def op_tag(store, name):
@@ -163,20 +175,31 @@ def op_convert_baseline(vcf, out, variants_chunk, samples_chunk):
     return {}
 
 
-def _on_every_core(fn, items):
+def _on_every_core(fn, items, workers=None):
     """``fn`` over ``items`` with one thread per core (codecs release the GIL), as the engine's
-    block rewrites run: a baseline on one core would flatter the engine."""
+    block rewrites run: a baseline on one core would flatter the engine (``workers=1``: a
+    single-core baseline, where the target says so)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
         return list(pool.map(fn, items))
 
 
-def op_reencode_baseline(batches, columns, out):
+def _at_level(array, level):
+    """``array`` writing at ``level``: None keeps its own, "fast" the engine's fast level."""
+    if level is None:
+        return array
+    from vczstore_dagster.store.recompress import fast_level
+
+    assert level == "fast", level
+    return fast_level(array)
+
+
+def op_reencode_baseline(batches, columns, out, workers=None):
     """Decode and re-encode the touched chunks with the same codecs: every sample array's blocks
     in the given sample-chunk columns, read from the batch VCZs (the bytes the store holds) and
     written to a scratch Zarr with the same metadata. ``batches`` and ``columns`` are parallel
-    lists: columns of each batch to touch."""
+    lists: columns of each batch to touch. ``workers``: threads (default one per core)."""
     import numpy as np
     import zarr
 
@@ -210,40 +233,61 @@ def op_reencode_baseline(batches, columns, out):
                     target[v0:v1, lo:hi] = block
                     return 1
 
-                chunks += sum(_on_every_core(blank, range(0, array.shape[0], array.chunks[0])))
+                chunks += sum(_on_every_core(blank, range(0, array.shape[0], array.chunks[0]),
+                                             workers))
     return {"chunks": chunks}
 
 
-def op_regrid_baseline(src, like, out):
-    """Decode a batch on another grid/codec and encode it on the store's grid with the store's
-    codecs (``like`` is a batch in the store's layout), one store block at a time."""
+def op_regrid_baseline(src, like, out, offset=0, level=None):
+    """The floor of re-encoding a batch on the store's grid: decode each of the batch's chunks
+    once (its files memory-mapped) and encode the store's chunks with the store's codecs (``like``
+    is a batch in the store's layout) from sample ``offset`` of the grid on (a store whose last
+    column is partial), at ``level`` ("fast": the engine's fast level), written as plain files
+    under ``out``; no zarr, no Icechunk. A task per array and variant chunk, on every core."""
     import numpy as np
     import zarr
 
     from vczstore_dagster.store import schema
+    from vczstore_dagster.store.chunkcodec import chunk_codec, read_chunk
 
     source = zarr.open_group(src, mode="r")
     template = zarr.open_group(like, mode="r")
-    dst = zarr.open_group(out, mode="w", zarr_format=3)
-    blocks = 0
+    out = pathlib.Path(out)
+    tasks = []
     for name, array in schema.sample_arrays(template).items():
-        axis = schema.sample_axis(array)
-        target = schema.create_like(dst, name, array)
-        s = array.chunks[axis]
-        for lo in range(0, array.shape[axis], s):
-            hi = min(array.shape[axis], lo + s)
-            if axis == 0:
-                target[lo:hi] = np.asarray(source[name][lo:hi])
-                blocks += 1
-                continue
+        (out / name).mkdir(parents=True)
+        if schema.sample_axis(array) == 0:  # sample_id: strings, through zarr
+            (out / name / "all").write_text("\n".join(schema.strings(source[name][...])))
+            continue
+        tasks += [(name, array, v0) for v0 in range(0, array.shape[0], array.chunks[0])]
 
-            def regrid(v0, array=array, target=target, name=name, lo=lo, hi=hi):
-                v1 = min(array.shape[0], v0 + array.chunks[0])
-                target[v0:v1, lo:hi] = np.asarray(source[name][v0:v1, lo:hi])
-                return 1
+    def row(task):
+        name, array, v0 = task
+        src_array = source[name]
+        decode, encode = chunk_codec(src_array), chunk_codec(_at_level(array, level))
+        s, sv, n = array.chunks[1], src_array.chunks[1], src_array.shape[1]
+        rows = min(array.shape[0], v0 + array.chunks[0]) - v0
+        held = np.empty(src_array.chunks, dtype=src_array.dtype)
+        column = np.zeros(array.chunks, dtype=array.dtype)
+        held_k, written = None, 0
+        for c in range(offset // s, -(-(offset + n) // s)):
+            lo, hi = max(c * s, offset), min((c + 1) * s, offset + n)  # store samples
+            x = lo - offset
+            while x < hi - offset:  # batch samples, chunk by chunk
+                k = x // sv
+                y = min(hi - offset, (k + 1) * sv)
+                if k != held_k:  # the chunk file memory-mapped, decoded into ``held``
+                    read_chunk(src_array, decode, (v0 // array.chunks[0], k,
+                                                   *[0] * (array.ndim - 2)), held)
+                    held_k = k
+                column[:rows, x + offset - c * s : y + offset - c * s] = held[:rows, x - k * sv : y - k * sv]
+                x = y
+            data = column.reshape(-1).view(np.uint8)
+            (out / name / f"{v0}.{c}").write_bytes(encode.encode(data))
+            written += 1
+        return written
 
-            blocks += sum(_on_every_core(regrid, range(0, array.shape[0], array.chunks[0])))
-    return {"blocks": blocks}
+    return {"chunks": sum(_on_every_core(row, tasks))}
 
 
 def op_decode_genotypes(batches):

@@ -16,6 +16,7 @@ import os
 import sys
 import textwrap
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -547,14 +548,28 @@ def widen(ctx, store, field, dtype, lock_timeout, storage_options, backend, dask
               help="S3: how long a writer may run beside the purge; the purge waits for writers "
                    "in flight up to that age and takes older ones for dead (default: "
                    "VCZSTORE_PURGE_GRACE_SECONDS, else 3600).")
+@click.option("--inbox", "inboxes", multiple=True, metavar="FOLDER",
+              help="Also search FOLDER (an inbox or staging area: one batch per subfolder, local "
+                   "or s3://) for batches still holding a withdrawn sample; repeatable.")
+@click.option("--delete-leftovers", is_flag=True,
+              help="Delete the batches --inbox finds (they could never be appended again).")
 @lock_option
 @store_options
 @dask_option
 @click.pass_context
-def purge(ctx, store, grace, lock_timeout, storage_options, backend, dask_scheduler):
+def purge(ctx, store, grace, inboxes, delete_leftovers, lock_timeout, storage_options, backend,
+          dask_scheduler):
     """Make STORE forget withdrawn samples: redact the releases that hold them (re-tagged as
     NAME-rN), then expire history and garbage-collect. Irreversible. Run it again if it was
-    interrupted: it finishes what it started."""
+    interrupted: it finishes what it started. With --inbox, name the batches left in those
+    folders that still hold a withdrawn sample (and delete them with --delete-leftovers)."""
+    from vczstore_dagster.store.leftovers import delete_leftovers as delete_found
+    from vczstore_dagster.store.leftovers import find_leftovers
+    from vczstore_dagster.store.location import (
+        normalise_s3_options,
+        s3_options_from_env,
+        s3fs_kwargs,
+    )
     from vczstore_dagster.store.purge import purge as purge_store
 
     settings = _settings(ctx)
@@ -576,6 +591,21 @@ def purge(ctx, store, grace, lock_timeout, storage_options, backend, dask_schedu
                + (f"; cutoff {r.cutoff}" if r.cutoff else ""))
     _echo_cluster(r.cluster)
     click.echo(f"time: {r.seconds:.2f} s")
+    opened = _open(ctx, store, storage_options, backend, lock_timeout)
+    for folder in inboxes:
+        options = (s3fs_kwargs(s3_options_from_env(normalise_s3_options(storage_options)))
+                   if folder.startswith("s3://") else None)
+        found = find_leftovers(opened, folder, storage_options=options)
+        for leftover in found:
+            click.echo(f"{folder}: batch {leftover.name} holds {leftover.withdrawn} withdrawn "
+                       f"sample(s) in {leftover.files} file(s)"
+                       + (": deleted" if delete_leftovers else ""))
+        if found and delete_leftovers:
+            delete_found(found, folder, storage_options=options)
+        elif found:
+            click.echo(f"{folder}: rerun with --delete-leftovers to delete them")
+        else:
+            click.echo(f"{folder}: no batch holds a withdrawn sample")
 
 
 @cli.command()
@@ -675,8 +705,10 @@ def info(ctx, store, at, storage_options, backend):
     if i.stale_info_fields:
         lines.append(("stale INFO", ", ".join(i.stale_info_fields)
                       + " (out of date with the current samples)"))
+    if i.fast_level is not None:
+        lines.append(("fast level", _fast_level_line(i.fast_level, i.ref)))
     width = max(len(k) for k, _ in lines) + 1
-    lists = ("arrays", "releases", "stale INFO")  # wrapped; a URL or a time stays on its line
+    lists = ("arrays", "releases", "stale INFO", "fast level")  # a URL or a time is not wrapped
     for key, value in lines:
         label = (key + ":").ljust(width) + " "
         click.echo(textwrap.fill(value, width=100, initial_indent=label,
@@ -688,6 +720,55 @@ def info(ctx, store, at, storage_options, backend):
                  str(b.num_samples), b.appended_at] for b in i.batches]
         click.echo("  " + _table(rows, ["BATCH", "SAMPLES", "COUNT", "APPENDED"])
                    .replace("\n", "\n  "))
+
+
+def _fast_level_line(report, ref: str) -> str:
+    f = report
+    if f.extra_bytes is None:
+        cost = "cost unknown: no column at the store's level to compare with"
+    elif f.extra_bytes <= 0:
+        cost = "no cost measurable against the other columns"
+    else:
+        cost = (f"about +{_bytes(f.extra_bytes)} ({100 * f.extra_bytes / (f.bytes - f.extra_bytes):+.0f}%) "
+                "over the store's level, estimated from the other columns")
+    fix = "`vczstore recompress` re-encodes them" if ref == "main" else "kept by this release"
+    return (f"{len(f.columns)} of {f.num_columns} sample-chunk column(s) written at the fast level "
+            f"({_column_list(f.columns)}): {_bytes(f.bytes)}, {cost}; {fix}")
+
+
+def _column_list(columns: list[int]) -> str:
+    shown = ", ".join(map(str, columns[:8]))
+    return shown + (f", ... ({len(columns) - 8} more)" if len(columns) > 8 else "")
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--column", "columns", type=click.IntRange(min=0), multiple=True, metavar="N",
+              help="Only this sample-chunk column (repeatable); default: every column `info` "
+                   "lists at the fast level.")
+@store_options
+@dask_option
+@click.pass_context
+def recompress(ctx, store, columns, storage_options, backend, dask_scheduler):
+    """Re-encode the chunk columns that removals, redactions and appends wrote at the fast level
+    of STORE's codec (see `info`) at the store's own level, in one commit: values unchanged,
+    fewer bytes. Slow (the store's level is what costs); run it off the hot path."""
+    from vczstore_dagster.store.recompress import recompress_store
+
+    settings = _settings(ctx)
+    r = recompress_store(_open(ctx, store, storage_options, backend), list(columns) or None,
+                         progress=settings.progress, dask_scheduler=dask_scheduler)
+    if not r.columns:
+        click.echo("nothing to recompress: no column was written at the fast level")
+        return
+    click.echo(f"recompressed {len(r.columns)} sample-chunk column(s) ({_column_list(r.columns)}), "
+               f"{r.chunks_rewritten} chunk(s): {_bytes(r.bytes_before)} → {_bytes(r.bytes_after)}")
+    if r.columns_left:
+        click.echo(f"still at the fast level: {_column_list(r.columns_left)}")
+    if r.snapshot_id:
+        click.echo(f"snapshot: {r.snapshot_id}")
+    _echo_cluster(r.cluster)
+    click.echo(f"time: {r.seconds:.2f} s")
 
 
 @cli.command()
@@ -703,8 +784,8 @@ def view(ctx, store, at, storage_options, backend):
     sys.stdout.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The console script: run the group, return the exit code."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the group; return the exit code."""
     try:
         cli.main(args=argv, prog_name="vczstore", standalone_mode=True)
     except SystemExit as exc:
@@ -718,5 +799,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The console script. It leaves without the interpreter's finalisation: Icechunk's native
+    threads can still call into Python then, which aborted `vczstore info` once in ~15 runs
+    ("Fatal Python error: PyGILState_Release") after its work was done and printed."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # `vczstore view ... | head`
+        pass
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # `python -m vczstore_dagster.cli`; also keeps spawned workers inert
-    sys.exit(main())
+    main()

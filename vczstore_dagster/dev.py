@@ -37,6 +37,7 @@ def sites_with_extra_alleles(num_variants: int = NUM_VARIANTS, every: int = 25) 
         for i, site in enumerate(sites)
     ]
 POOL = "vcz_store"
+INSTANCE_CONFIG = "dagster.dev.yaml"
 
 
 def write_example_batches(inbox: pathlib.Path) -> list[str]:
@@ -57,7 +58,9 @@ def write_example_batches(inbox: pathlib.Path) -> list[str]:
 
 def prepare_dagster_home(home: pathlib.Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # Kept as dagster.dev.yaml: a dagster.yaml in the folder `dg dev` starts from, other than
+    # $DAGSTER_HOME, makes Dagster warn that it is not used.
+    shutil.copyfile(REPO_ROOT / INSTANCE_CONFIG, home / "dagster.yaml")
     nux = home / ".nux" / "nux.yaml"
     nux.parent.mkdir(exist_ok=True)
     nux.write_text("seen: 1\n")  # no "join the community" pop-up over the UI
@@ -65,6 +68,12 @@ def prepare_dagster_home(home: pathlib.Path) -> None:
 
 def dagster_command(*args: str) -> list[str]:
     return [str(pathlib.Path(sys.executable).parent / "dagster"), *args]
+
+
+def dg_dev_command(port: str) -> list[str]:
+    """``dg dev`` (dagster-dg-cli; the project is described by ``[tool.dg]`` in pyproject.toml)."""
+    return [str(pathlib.Path(sys.executable).parent / "dg"), "dev", "--host", "127.0.0.1",
+            "--port", port]
 
 
 def main() -> None:
@@ -83,7 +92,9 @@ def main() -> None:
     subprocess.run(dagster_command("instance", "concurrency", "set", POOL, "1"), check=True)
     port = os.environ.get("DAGSTER_PORT", "3000")
     print(f"Dagster UI: http://127.0.0.1:{port}  (DAGSTER_HOME={home})", flush=True)
-    command = dagster_command("dev", "-h", "127.0.0.1", "-p", port, "-w", "workspace.yaml")
+    # dg warns when the project's .venv is not the active one: make it the active one.
+    os.environ["VIRTUAL_ENV"] = sys.prefix
+    command = dg_dev_command(port)
     os.execv(command[0], command)
 
 

@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 import uuid
 
+import numpy as np
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
 
@@ -329,7 +331,11 @@ def _norm_scalar(p: str) -> str:
         x = float(p)
     except ValueError:
         return p
-    return f"{round(x, 3):.3f}"
+    # Both sides are float32 values printed differently (bcftools: shortest, 33153.4; vcztools:
+    # 3 decimals of the float32, 33153.398): compare the float32s at vcztools' precision.
+    # A whole number may be printed "2311380" by one and "2311380.000" (or 2.31138e+06) by the other.
+    x = round(float(np.float32(x)), 3)
+    return str(int(x)) if x.is_integer() else f"{x:.3f}"
 
 
 def _norm_gt(gt: str) -> str:

@@ -24,6 +24,12 @@ from vczstore_dagster.store.compatibility import check_new_batch
 from vczstore_dagster.store.plan import percent
 
 SETTINGS_FILE = "checks.json"
+REMEDY = (
+    "Retry after a fix: launch ingest_batch for this partition again, with "
+    "`ops: {staged_batch: {config: {allow_new_alleles: true}}}` (or `min_site_coverage`, "
+    "`max_dropped_fraction`), after widen_field when a field needs a wider type. Give up on the "
+    "batch: launch dismiss_batch with `batch: <partition>` (its inbox folder and staged copy are "
+    "deleted, its partition removed).")
 
 # Which of the engine's concerns each check answers for. Layout findings (chunk grid, Zarr format)
 # and source findings (not a VCZ) are about the batch's arrays, so they count as fields.
@@ -103,13 +109,13 @@ def coverage_metadata(plan) -> dict:
             "coverage_by_contig": dg.MetadataValue.table(rows, schema=schema)}
 
 
-def partitioned_check_spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+def partitioned_check_spec(name: str, asset: str, description: str, *,
+                           partitions_def=batches, blocking: bool = True) -> dg.AssetCheckSpec:
     # Per-partition checks are a preview feature in Dagster 1.13; the warning says nothing new.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(
-            name, asset=asset, blocking=True, partitions_def=batches, description=description
-        )
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking,
+                                 partitions_def=partitions_def, description=description)
 
 
 def _finding_text(finding: Finding, sample_ids) -> str:
@@ -123,7 +129,10 @@ def check_result(name: str, findings: list[Finding], sample_ids, fast_path: bool
     warnings_ = [f for f in findings if f.severity == "warning"]
     lines = [_finding_text(f, sample_ids) for f in findings]
     if errors:
-        description = "; ".join(_finding_text(f, sample_ids) for f in errors)
+        description = ("; ".join(_finding_text(f, sample_ids) for f in errors)
+                       + " — refused: retry with ingest_batch and staged_batch's config, or "
+                       "dismiss_batch (see 'remedy')")
+        extra = {**(extra or {}), "remedy": dg.MetadataValue.md(REMEDY)}
     else:
         description = f"passed ({len(warnings_)} warning(s))"
     return dg.AssetCheckResult(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from vczstore_dagster.defs.resources import FolderResource
+from vczstore_dagster.store.leftovers import VCF_SUFFIXES
 
 READY_MARKER = "_READY"
-VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
 INDEX_SUFFIXES = (".tbi", ".csi")
 
 

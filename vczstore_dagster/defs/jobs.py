@@ -1,8 +1,18 @@
-"""The three jobs the sensors and the schedule request.
+"""The asset jobs the sensors request, and the launchpad runs with config.
+
+- ``ingest_batch`` (partition B): take batch B from the inbox, stage it in the store's schema and
+  run the blocking checks. It never plans ``vcz_store``: a refused batch is a failed check on
+  ``staged_batch[B]``, not a failed store. Retry a refused batch by running it again with
+  ``staged_batch``'s config (``allow_new_alleles``, ``min_site_coverage``, ``max_dropped_fraction``).
+- ``append_batch`` (partition B): append staged batch B to the store; ``append_sensor`` requests
+  it once B's checks have passed.
+- ``withdraw_samples`` (partition W): carry out withdrawal request W.
 
 They run in-process by default: a subprocess per step costs 15-20 s on a small machine.
 ``ingest_batch`` takes the executor ``VCZSTORE_EXECUTOR`` names (multiprocess, k8s, docker: see
-:mod:`vczstore_dagster.defs.executors` and docs/scale.md).
+:mod:`vczstore_dagster.defs.executors` and docs/scale.md). The jobs made of ops (``tag_release``,
+``widen_field``, ``purge_store``, ``dismiss_batch``) are in :mod:`~vczstore_dagster.defs.remedies`
+and :mod:`~vczstore_dagster.defs.assets.releases`.
 """
 
 from __future__ import annotations
@@ -13,9 +23,21 @@ from vczstore_dagster.defs.executors import executor_from_env
 
 ingest_batch = dg.define_asset_job(
     "ingest_batch",
-    selection=dg.AssetSelection.assets("incoming_batch", "staged_batch", "vcz_store"),
+    selection=dg.AssetSelection.assets("incoming_batch", "staged_batch"),
     executor_def=executor_from_env(),
-    description="Take batch B from the inbox, convert and check it, and append it to the store.",
+    description=(
+        "Take batch B from the inbox, convert it in the store's schema and check it; when its "
+        "checks pass, append_sensor requests append_batch. A refused batch: fix it and run this "
+        "again with staged_batch's config (allow_new_alleles, min_site_coverage, "
+        "max_dropped_fraction), or give up on it with dismiss_batch."
+    ),
+)
+
+append_batch = dg.define_asset_job(
+    "append_batch",
+    selection=dg.AssetSelection.assets("vcz_store"),
+    executor_def=dg.in_process_executor,
+    description="Append staged batch B to the store (requested once B's checks have passed).",
 )
 
 withdraw_samples = dg.define_asset_job(
@@ -23,11 +45,4 @@ withdraw_samples = dg.define_asset_job(
     selection=dg.AssetSelection.assets("sample_withdrawals"),
     executor_def=dg.in_process_executor,
     description="Carry out withdrawal request W: remove its samples, redact releases, purge history.",
-)
-
-tag_release = dg.define_asset_job(
-    "tag_release",
-    selection=dg.AssetSelection.assets("store_release"),
-    executor_def=dg.in_process_executor,
-    description="Tag the store's main as release R.",
 )

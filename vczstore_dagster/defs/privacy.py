@@ -6,16 +6,13 @@ is first redacted against the sample IDs the step handled.
 
 from __future__ import annotations
 
-import gzip
-import io
-import itertools
 import pathlib
-import struct
 import traceback
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
 
 import dagster as dg
+
+from vczstore_dagster.store.leftovers import vcf_sample_ids  # noqa: F401 - used from here too
 
 REDACTED = "<sample>"
 
@@ -49,28 +46,6 @@ def call_engine(what: str, fn: Callable, *args, sample_ids: Iterable[str] = (), 
     message = redact(str(error), sample_ids)
     frames = "".join(traceback.format_tb(error.__traceback__))
     raise EngineFailure(f"{what} failed: {type(error).__name__}: {message}", type(error).__name__, frames)
-
-
-def vcf_sample_ids(fileobj: BinaryIO) -> list[str]:
-    """Sample IDs from the header of a VCF (plain, gzip or bgzip) or BCF, read from a binary file."""
-    magic = fileobj.read(2)
-    fileobj.seek(0)
-    stream = gzip.GzipFile(fileobj=fileobj) if magic == b"\x1f\x8b" else fileobj
-    start = stream.read(5)
-    if start.startswith(b"BCF"):
-        header_length = struct.unpack("<I", stream.read(4))[0]
-        lines = stream.read(header_length).decode("utf-8", "replace").splitlines()
-    else:
-        lines = itertools.chain(
-            [start.decode("utf-8", "replace") + stream.readline().decode("utf-8", "replace")],
-            io.TextIOWrapper(stream, encoding="utf-8", errors="replace"),
-        )
-    for line in lines:
-        if line.startswith("#CHROM"):
-            return line.rstrip("\r\n\x00").split("\t")[9:]
-        if not line.startswith("#"):
-            break
-    return []
 
 
 def vcz_sample_ids(path: str | pathlib.Path, storage_options: dict | None = None) -> list[str]:

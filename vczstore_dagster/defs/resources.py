@@ -117,6 +117,18 @@ class FolderResource(dg.ConfigurableResource):
     def read_bytes(self, *parts: str) -> bytes:
         return self.filesystem().cat_file(self.path(*parts))
 
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        self.filesystem().pipe_file(self.path(*parts), data)
+
+    def delete(self, *parts: str) -> bool:
+        """Delete a file or folder (recursively); False when it was not there."""
+        fs = self.filesystem()
+        where = self.path(*parts)
+        if not fs.exists(where):
+            return False
+        fs.rm(where, recursive=True)
+        return True
+
     def fetch(self, parts: tuple[str, ...], destination: pathlib.Path) -> pathlib.Path:
         """Make a local copy of a file or folder (a local folder is copied too: the inbox is the
         sender's, and staging must not change under a running conversion)."""

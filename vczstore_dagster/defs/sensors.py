@@ -1,7 +1,10 @@
-"""Sensors: a ready batch in the inbox → ``ingest_batch``; a new request file → ``withdraw_samples``.
+"""Sensors: a ready batch in the inbox → ``ingest_batch`` (stage and check); a batch whose checks
+passed → ``append_batch``; a new request file → ``withdraw_samples``.
 
-Each sensor keeps the names it has requested in its cursor, so each batch or request runs once;
-the partition is added and the run requested in the same tick.
+A batch runs once: ``inbox_sensor`` skips folders that are partitions of ``batches`` already (a
+dismissed batch's partition is removed, so a folder of that name is a new batch again);
+``withdrawal_sensor`` keeps the requests it has seen in its cursor. The partition is added and
+the run requested in the same tick.
 """
 
 import json
@@ -9,11 +12,18 @@ import json
 import dagster as dg
 
 from vczstore_dagster.defs import partitions
+from vczstore_dagster.defs.assets.store import MOVED_ON
 from vczstore_dagster.defs.assets.withdrawals import REQUEST_SUFFIX
+from vczstore_dagster.defs.checks import CONCERNS, load_settings
 from vczstore_dagster.defs.inbox import READY_MARKER, batch_folders, describe_batch
-from vczstore_dagster.defs.jobs import ingest_batch, withdraw_samples
+from vczstore_dagster.defs.jobs import append_batch, ingest_batch, withdraw_samples
 from vczstore_dagster.defs.partitions import printable, unsafe_key_reason
-from vczstore_dagster.defs.resources import InboxResource, WithdrawalsResource
+from vczstore_dagster.defs.resources import (
+    InboxResource,
+    StagingResource,
+    VczStoreResource,
+    WithdrawalsResource,
+)
 from vczstore_dagster.store.remove import parse_sample_list
 
 INTERVAL_SECONDS = 5  # the daemon evaluates sensors at most every 5 s anyway
@@ -29,9 +39,9 @@ def _listed(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def _result(context, partitions_def, new: list[str], seen: set[str], notes: list[str], nothing: str,
-            tags: dict[str, dict[str, str]] | None = None) -> dg.SensorResult:
-    cursor = json.dumps(sorted(seen | set(new)))
+def _result(context, partitions_def, new: list[str], seen: set[str] | None, notes: list[str],
+            nothing: str, tags: dict[str, dict[str, str]] | None = None) -> dg.SensorResult:
+    cursor = json.dumps(sorted(seen | set(new))) if seen is not None else None
     if not new:
         return dg.SensorResult(skip_reason=" ".join([nothing, *notes]), cursor=cursor)
     for note in notes:  # a tick that requests runs has no skip reason: say it in the tick's log
@@ -51,11 +61,13 @@ def _result(context, partitions_def, new: list[str], seen: set[str], notes: list
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         f"A batch is a folder in the inbox holding VCF file(s) or one VCZ, ready once it holds "
-        f"{READY_MARKER}. Each ready batch becomes a partition of 'batches' and one ingest_batch run."
+        f"{READY_MARKER}. Each ready batch becomes a partition of 'batches' and one ingest_batch run "
+        "(stage and check). While no store exists, one batch at a time: the first creates it."
     ),
 )
-def inbox_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource) -> dg.SensorResult:
-    seen = _seen(context.cursor)
+def inbox_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource,
+                 store: VczStoreResource) -> dg.SensorResult:
+    seen = set(context.instance.get_dynamic_partitions(partitions.batches.name))
     new, waiting, unsafe, not_batches = [], [], [], []
     kinds = {}
     for name in batch_folders(inbox):
@@ -74,13 +86,92 @@ def inbox_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource) -> d
             new.append(name)
             kinds[name] = {"vczstore/batch_kind": folder.kind}
     notes = []
+    new, held = _one_until_the_store_exists(context.instance, store, seen, new)
+    if held:
+        notes.append(f"Waiting for the first batch to create the store: {_listed(held)}.")
     if unsafe:
         notes.append(f"Never ingested, the folder name is not a safe batch id: {_listed(unsafe)}.")
     if not_batches:
         notes.append(f"Ready but not a batch: {_listed(not_batches)}.")
     if waiting:
         notes.append(f"Waiting for {READY_MARKER}: {_listed(waiting)}.")
-    return _result(context, partitions.batches, new, seen, notes, "No new ready batch in the inbox.", kinds)
+    return _result(context, partitions.batches, new, None, notes, "No new ready batch in the inbox.",
+                   kinds)
+
+
+def _one_until_the_store_exists(instance, store: VczStoreResource, seen: set[str],
+                                new: list[str]) -> tuple[list[str], list[str]]:
+    """(batches to request now, batches held back). Batches staged before the store exists are
+    converted in their own schema and checked against nothing: the first batch creates the store,
+    and the others wait for it (unless it ended without creating it: then the next one goes)."""
+    if not new or store.open_if_exists() is not None:
+        return new, []
+    if any(_on_its_way(instance, batch) for batch in seen):
+        return [], new
+    return new[:1], new[1:]
+
+
+def _on_its_way(instance, batch: str) -> bool:
+    """A run for ``batch`` is queued or running, or its checks passed and its append is due."""
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": batch}), limit=1)
+    if not runs:
+        return False
+    run = runs[0]
+    return not run.is_finished or (run.job_name == ingest_batch.name and run.is_success)
+
+
+def _events(instance, run_id: str, event_type) -> list:
+    return [r.event_log_entry.dagster_event for r in
+            instance.get_records_for_run(run_id, of_type=event_type, limit=1000).records]
+
+
+def _checked_batches(instance, run_id: str) -> list[str]:
+    """Batches this run staged whose blocking checks all passed in the same run."""
+    staged = {e.partition for e in _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
+              if e.asset_key == dg.AssetKey("staged_batch")}
+    verdicts: dict[str, dict[str, bool]] = {}
+    for event in _events(instance, run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = event.event_specific_data
+        if evaluation.asset_key == dg.AssetKey("staged_batch"):
+            verdicts.setdefault(evaluation.partition, {})[evaluation.check_name] = evaluation.passed
+    return sorted(b for b in staged
+                  if set(verdicts.get(b, {})) >= set(CONCERNS) and all(verdicts[b].values()))
+
+
+def _recheck_config(staging: StagingResource, store: VczStoreResource, batch: str) -> dict:
+    thresholds, allow_new_alleles = load_settings(staging, batch, store)
+    return {"ops": {"staged_batch": {"config": {
+        "min_site_coverage": thresholds.min_site_coverage,
+        "max_dropped_fraction": thresholds.max_dropped_fraction,
+        "allow_new_alleles": allow_new_alleles}}}}
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_jobs=[append_batch, ingest_batch],
+    minimum_interval_seconds=INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "After a run that staged batch B and whose blocking checks on staged_batch[B] all passed "
+        "(ingest_batch, or a re-materialization from the UI), requests append_batch for B. A "
+        "refused batch is never appended: it stays refused at staged_batch. When an append found "
+        "the store changed since B was checked and B no longer fitting it, B is checked again."
+    ),
+)
+def append_sensor(context: dg.RunStatusSensorContext, staging: StagingResource,
+                  store: VczStoreResource):
+    run = context.dagster_run
+    requests = [dg.RunRequest(job_name=append_batch.name, partition_key=batch,
+                              run_key=f"append:{run.run_id}:{batch}")
+                for batch in _checked_batches(context.instance, run.run_id)]
+    batch = run.tags.get("dagster/partition")
+    if run.job_name == append_batch.name and run.tags.get(MOVED_ON) and batch:
+        requests.append(dg.RunRequest(job_name=ingest_batch.name, partition_key=batch,
+                                      run_key=f"recheck:{run.run_id}",
+                                      run_config=_recheck_config(staging, store, batch),
+                                      tags={"vczstore/recheck_of": run.run_id}))
+    return requests or dg.SkipReason(f"run {run.run_id[:8]} ({run.job_name}) staged no batch "
+                                     "whose checks all passed")
 
 
 @dg.sensor(

@@ -3,9 +3,11 @@
 Chunk arithmetic: the store holds ``n0`` samples in columns of ``S`` samples. Store column
 ``c0 = n0 // S`` is partial when ``r = n0 % S > 0``. A batch laid out with ``sample_offset == r``
 has its column ``j`` on store column ``c0 + j``, so every column but the partial one is copied as
-encoded bytes; the partial column is merged and re-encoded, at level 1 of the store's codec
-(``_fast_level``). A batch on any other grid or encoding is re-encoded one block (variant chunk ×
-sample chunk) at a time, so memory stays bounded by a block whatever the batch size.
+encoded bytes; the partial column is merged and re-encoded. A batch on any other grid or encoding
+is re-encoded one variant chunk at a time, one store column after the other, each of the batch's
+chunks decoded once, so memory stays bounded by a few chunks whatever the batch size. Whatever is
+re-encoded is written at the fast level of the store's codec (:mod:`~vczstore_dagster.store.recompress`),
+and the ledger lists those columns.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.alleles import widen_store
 from vczstore_dagster.store.batch import Batch, check_batch_id, open_batch
-from vczstore_dagster.store.blocks import Block, array_blocks, read_by_source_chunk, trailing_chunks
+from vczstore_dagster.store.blocks import Block, array_blocks, seen_as, trailing_chunks
+from vczstore_dagster.store.chunkcodec import SourceRow, regrid_row
 from vczstore_dagster.store.chunkcopy import ChunkCopy, column_copies
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_against_group
@@ -28,6 +31,7 @@ from vczstore_dagster.store.errors import AuditError, IncompatibleBatchError, In
 from vczstore_dagster.store.findings import refusal
 from vczstore_dagster.store.ledger import BatchRecord, now, read_ledger, write_ledger
 from vczstore_dagster.store.policy import Thresholds
+from vczstore_dagster.store.recompress import fast_level, note_fast_columns, writes_faster
 from vczstore_dagster.store.transaction import commit
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,7 @@ class _Work:
     bytes_copied: int = 0
     samples_before: int = 0
     ids_before_digest: str = ""
+    fast_columns: set[int] = dataclasses.field(default_factory=set)  # re-encoded, at the fast level
 
 
 def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bool = False,
@@ -103,6 +108,7 @@ def append_batch(store, batch_path, *, batch_id: str | None = None, progress: bo
                         now(), parent)
         )
         ledger.stale_info_fields = sorted(f for f in SAMPLE_DERIVED_INFO if f in group)
+        note_fast_columns(ledger, work.fast_columns)
         write_ledger(group, ledger)
         return work
 
@@ -186,10 +192,11 @@ def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk:
     try:
         blocks, copies = [], []
         for name, _, writable, source, axis, _ in plans:
-            more_blocks, more_copies = _fill_array(name, writable, source, axis, n0, n1,
-                                                   batch.sample_offset)
+            more_blocks, more_copies, fast = _fill_array(name, writable, source, axis, n0, n1,
+                                                         batch.sample_offset)
             blocks += more_blocks
             copies += more_copies
+            work.fast_columns |= fast
         # one pass over every array's chunks keeps the disk busy end to end
         reencoded, copied = run_work(blocks, copies, cluster=cluster,
                                      on_done=bar.update if bar is not None else None)
@@ -206,42 +213,7 @@ def write_samples(group, batch: Batch, work: _Work, *, progress: bool, icechunk:
 
 def _shadow(array, shape):
     """The same array with a larger shape, whose metadata is not written until ``resize``."""
-    return _seen_as(array, array.metadata.update_shape(shape))
-
-
-def _fast_level(array):
-    """The same array writing its chunks with its blosc or zstd compressor at level 1.
-
-    Every append onto a partial column re-encodes the column it shares with the store (on the
-    fast path, nothing else), and bio2zarr's blosc zstd level 7 encodes floats at 20-50 MB/s per
-    core (level 1: 240-600 MB/s, chunks 4-9% larger). Readers decode any level with the array's
-    codec, so the store's metadata keeps its level and every other chunk is untouched."""
-    meta = array.metadata
-    if meta.zarr_format == 3:
-        meta = dataclasses.replace(meta, codecs=tuple(_level_1(c) for c in meta.codecs))
-    else:
-        meta = dataclasses.replace(meta, compressor=_level_1(meta.compressor))
-    return _seen_as(array, meta)
-
-
-def _level_1(codec):
-    import numcodecs
-    from zarr.codecs import BloscCodec, ZstdCodec
-
-    key = "clevel" if isinstance(codec, BloscCodec | numcodecs.Blosc) else "level"
-    if isinstance(codec, BloscCodec | ZstdCodec) and getattr(codec, key) > 1:
-        return dataclasses.replace(codec, **{key: 1})
-    if isinstance(codec, numcodecs.Blosc | numcodecs.Zstd) and codec.get_config()[key] > 1:
-        return numcodecs.get_codec({**codec.get_config(), key: 1})
-    return codec
-
-
-def _seen_as(array, meta):
-    """``array`` read and written through ``meta``, which is never written to the store."""
-    import zarr
-    from zarr.core.array import AsyncArray
-
-    return zarr.Array(AsyncArray(metadata=meta, store_path=array.async_array.store_path))
+    return seen_as(array, array.metadata.update_shape(shape))
 
 
 def _progress(total, enabled):
@@ -262,8 +234,9 @@ def _count_units(array, axis, n0, n1) -> int:
     return cols * other
 
 
-def _fill_array(name, dst, src, axis, n0, n1, offset) -> tuple[list[Block], list[ChunkCopy]]:
-    """The blocks to re-encode and the chunks to copy that fill samples ``n0:n1`` of ``dst``."""
+def _fill_array(name, dst, src, axis, n0, n1, offset) -> tuple[list[Block], list[ChunkCopy], set[int]]:
+    """The blocks to re-encode and the chunks to copy that fill samples ``n0:n1`` of ``dst``, and
+    the store columns re-encoded (at the fast level)."""
     s = dst.chunks[axis]
     c0, r = divmod(n0, s)
     copyable = (
@@ -272,38 +245,51 @@ def _fill_array(name, dst, src, axis, n0, n1, offset) -> tuple[list[Block], list
         and schema.encoding_signature(src) == schema.encoding_signature(dst)
     )
     last_col = (n1 - 1) // s
-    copy_cols, blocks = [], []
-    for c in range(c0, last_col + 1):
-        if c == c0 and r > 0:
-            blocks += _reencode_blocks(_fast_level(dst), src, axis, c, n0, n1, offset)
-        elif copyable:
-            copy_cols.append(c)
-        else:
-            blocks += _reencode_blocks(dst, src, axis, c, n0, n1, offset)
-    log.debug("%s: %d columns to copy, %d blocks to re-encode", name, len(copy_cols), len(blocks))
-    return blocks, column_copies(dst, src, axis, copy_cols, c0)
+    fast, lowered = fast_level(dst), writes_faster(dst)  # not lowered: the store's own level
+    if not copyable:
+        blocks = _reencode_blocks(fast, src, axis, n0, n1, n0, offset)
+        return blocks, [], set(range(c0, last_col + 1)) if lowered else set()
+    copy_cols = list(range(c0 + (r > 0), last_col + 1))
+    log.debug("%s: %d columns to copy", name, len(copy_cols))
+    copies = column_copies(dst, src, axis, copy_cols, c0)
+    if r == 0:
+        return [], copies, set()
+    shared = _reencode_blocks(fast, src, axis, n0, min(n1, (c0 + 1) * s), n0, offset)
+    return shared, copies, {c0} if lowered else set()
 
 
-def _reencode_blocks(dst, src, axis, c, n0, n1, offset) -> list[Block]:
-    """Store column ``c``'s share of the batch, decoded from ``src`` and encoded into ``dst``."""
-    s = dst.chunks[axis]
-    lo = max(c * s, n0)
-    hi = min((c + 1) * s, n1)
+def _reencode_blocks(dst, src, axis, lo, hi, n0, offset) -> list[Block]:
+    """Store samples ``lo:hi`` (the batch's from ``n0`` on), decoded from ``src`` and encoded into
+    ``dst``: a block per variant chunk, across every store column in the range."""
     from_samples = slice(offset + (lo - n0), offset + (hi - n0))
     rewrite = functools.partial(_reencode_into, src=src, from_samples=from_samples)
     return array_blocks(dst, axis, lo, hi, rewrite)
 
 
 def _reencode_into(dst, samples, variants, *, src, from_samples) -> int:
+    """One store column at a time, each of ``src``'s chunks decoded once (:class:`SourceRow`)."""
     if variants is None:
         dst[samples] = _cast(np.asarray(src[from_samples]), dst)
         return 1
-    values = read_by_source_chunk(src, variants, from_samples)
+    written = regrid_row(dst, samples, variants, src, from_samples.start)
+    if written is not None:
+        return written
+    row = SourceRow(src, variants)
+    shift = from_samples.start - samples.start
     trailing = tuple(dst.shape[2:])
-    if values.shape[2:] != trailing:
-        values = _fit_trailing(values, trailing, dst)
-    dst[variants, samples] = _cast(values, dst)
-    return trailing_chunks(dst)
+    s = dst.chunks[1]
+    lo = samples.start
+    columns = 0
+    while lo < samples.stop:
+        hi = min(samples.stop, (lo // s + 1) * s)
+        values = row.read(lo + shift, hi + shift)
+        if values.shape[2:] != trailing:
+            values = _fit_trailing(values, trailing, dst)
+        dst[variants, lo:hi] = _cast(values, dst)
+        del values
+        columns += 1
+        lo = hi
+    return columns * trailing_chunks(dst)
 
 
 def _cast(values, dst):

@@ -68,12 +68,13 @@ async def _copy_all(copies, on_chunk) -> int:
     async def worker():
         nonlocal copied
         for job in todo:
-            path = _local_path(job.src, job.src_key)
+            path = local_path(job.src, job.src_key)
             size = _size(path) if path is not None else None
             taken = await budget.take(size or 0)
             try:
                 if path is not None:
-                    buf = _mapped(path, size, proto)
+                    buf = map_file(path, size)
+                    buf = None if buf is None else proto.buffer.from_bytes(buf)
                 else:
                     buf = await (job.src / job.src_key).get(prototype=proto)
                 if buf is None:
@@ -91,7 +92,8 @@ async def _copy_all(copies, on_chunk) -> int:
     return copied
 
 
-def _local_path(store_path, key) -> str | None:
+def local_path(store_path, key) -> str | None:
+    """The file of ``key`` when ``store_path`` is in a local zarr store, else None."""
     from zarr.storage import LocalStore
 
     store = store_path.store
@@ -107,13 +109,17 @@ def _size(path) -> int | None:
         return None
 
 
-def _mapped(path, size, proto):
+def map_file(path, size: int | None = -1):
+    """The file memory-mapped read-only (``b""`` when empty), or None when it does not exist;
+    ``size``: its size when known (None: known to be missing)."""
+    if size == -1:
+        size = _size(path)
     if size is None:
         return None
     if size == 0:
-        return proto.buffer.from_bytes(b"")
+        return b""
     with open(path, "rb") as f:
-        return proto.buffer.from_bytes(mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ))
+        return mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
 
 
 class _ByteBudget:

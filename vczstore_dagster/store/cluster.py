@@ -33,7 +33,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from vczstore_dagster.store.blocks import Block, default_workers, release_freed_memory, run_blocks
+from vczstore_dagster.store.blocks import (
+    Block,
+    default_workers,
+    limit_retained_memory,
+    release_freed_memory,
+    run_blocks,
+)
 from vczstore_dagster.store.chunkcopy import ChunkCopy, copy_chunks
 from vczstore_dagster.store.errors import ClusterError
 from vczstore_dagster.store.transaction import pause_for_tests
@@ -230,6 +236,7 @@ def _run_task(task: _Task, *, fork: bytes | None, base) -> _Done:
     from vczstore_dagster.store.location import quiet_icechunk
 
     quiet_icechunk()
+    limit_retained_memory()
     session = pickle.loads(fork) if fork is not None else None  # this task's own copy
     store = session.store if session is not None else base
     written = 0

@@ -7,6 +7,7 @@ import dataclasses
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.ledger import BatchRecord, read_ledger
 from vczstore_dagster.store.location import storage_error
+from vczstore_dagster.store.recompress import FastLevelReport, fast_level_report
 from vczstore_dagster.store.release import Release, active_samples, list_releases
 
 
@@ -29,6 +30,7 @@ class StoreInfo:
     stale_info_fields: list[str]
     last_commit_message: str | None
     last_commit_time: str | None
+    fast_level: FastLevelReport | None = None  # chunk columns written at the fast level
 
 
 def store_info(store, at: str | None = None) -> StoreInfo:
@@ -75,4 +77,5 @@ def _store_info(store, at: str | None) -> StoreInfo:
         stale_info_fields=ledger.stale_info_fields,
         last_commit_message=message,
         last_commit_time=when,
+        fast_level=fast_level_report(group, ledger.fast_level_columns),
     )

@@ -55,6 +55,8 @@ class Ledger:
     releases: list[ReleaseRecord] = dataclasses.field(default_factory=list)
     stale_info_fields: list[str] = dataclasses.field(default_factory=list)
     stats_release: str | None = None
+    # sample-chunk columns holding chunks written at the fast level (store/recompress.py)
+    fast_level_columns: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
     def new(cls) -> Ledger:
@@ -73,6 +75,7 @@ class Ledger:
             releases=[ReleaseRecord(**r) for r in raw.get("releases", [])],
             stale_info_fields=list(raw.get("stale_info_fields", [])),
             stats_release=raw.get("stats_release"),
+            fast_level_columns=[int(c) for c in raw.get("fast_level_columns", [])],
         )
 
     def to_attrs(self) -> dict:
@@ -85,6 +88,7 @@ class Ledger:
             "releases": [dataclasses.asdict(r) for r in self.releases],
             "stale_info_fields": self.stale_info_fields,
             "stats_release": self.stats_release,
+            "fast_level_columns": self.fast_level_columns,
         }
 
     def hash_sample(self, sample_id: str) -> str:

@@ -28,9 +28,14 @@ from vczstore_dagster.store import schema
 from vczstore_dagster.store.cluster import ClusterWork, connect
 from vczstore_dagster.store.ledger import now, read_ledger, salted_hash, write_ledger
 from vczstore_dagster.store.lock import seconds_setting
+from vczstore_dagster.store.recompress import note_fast_columns
 from vczstore_dagster.store.release import INCOMPLETE, create_tag, list_releases
 from vczstore_dagster.store.remove import blank_samples, scrub_attributes
-from vczstore_dagster.store.stats import write_release_stats
+from vczstore_dagster.store.stats import (
+    remove_samples_from_stats,
+    sample_counts,
+    write_release_stats,
+)
 from vczstore_dagster.store.transaction import (
     WIP_BRANCH_PREFIX,
     commit,
@@ -175,10 +180,13 @@ def _redact_if_needed(store, tag, salt, withdrawn, progress, cluster=None) -> Re
     try:
         session = repo.writable_session(wip)
         root = zarr.open_group(session.store, mode="r+")
-        blank_samples(root, hits, progress=progress, cluster=cluster)
+        stats = read_ledger(root).stats_release == tag
+        counted = sample_counts(root, hits) if stats else None  # before they are blanked
+        blanked = blank_samples(root, hits, progress=progress, cluster=cluster)
         scrub_attributes(root, removed_ids)
         ledger = read_ledger(root)
-        if ledger.stats_release == tag:
+        note_fast_columns(ledger, blanked.fast_level_columns)
+        if stats and not remove_samples_from_stats(root, counted):
             write_release_stats(root)
         ledger.withdrawn = sorted(set(ledger.withdrawn) | {salted_hash(salt, s) for s in removed_ids})
         for record in ledger.releases:

@@ -3,8 +3,10 @@
 A removed sample keeps its slot (so sample indexes and chunk columns do not move) but holds nothing:
 ``sample_id`` "", every ``call_*`` value missing, ``call_genotype_mask`` True and
 ``call_genotype_phased`` False. Only the sample-chunk columns that hold removed samples are
-rewritten, each block once, whatever the number of samples removed. The IDs go into the withdrawn
-registry as salted hashes, and header lines that mention them are scrubbed from the attributes.
+rewritten, each block once, whatever the number of samples removed, at the fast level of the
+store's codec (:mod:`~vczstore_dagster.store.recompress`; the ledger lists those columns). The IDs
+go into the withdrawn registry as salted hashes, and header lines that mention them are scrubbed
+from the attributes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import numpy as np
 
 from vczstore_dagster.store import schema
 from vczstore_dagster.store.blocks import array_blocks, trailing_chunks
+from vczstore_dagster.store.chunkcodec import rewrite_chunks
 from vczstore_dagster.store.cluster import Cluster, ClusterWork, connect, run_work
 from vczstore_dagster.store.errors import AuditError, InvalidInputError
 from vczstore_dagster.store.ledger import read_ledger, write_ledger
+from vczstore_dagster.store.recompress import fast_level, note_fast_columns, writes_faster
 from vczstore_dagster.store.transaction import commit
 
 SCRUBBED = "[withdrawn]"
@@ -61,8 +65,9 @@ def remove_samples(store, sample_ids, *, progress: bool = False,
         indexes = locate(group, requested, ledger)
         log.info("removing %d samples from %d sample-chunk column(s)", len(indexes),
                  len(np.unique(indexes // schema.samples_chunk_size(group))))
-        columns, chunks = blank_samples(group, indexes, progress=progress, cluster=cluster)
+        blanked = blank_samples(group, indexes, progress=progress, cluster=cluster)
         scrubbed = scrub_attributes(group, requested)
+        note_fast_columns(ledger, blanked.fast_level_columns)
         ledger.withdrawn = sorted(set(ledger.withdrawn) | {ledger.hash_sample(s) for s in requested})
         ledger.withdrawals += len(requested)
         ledger.stale_info_fields = sorted(
@@ -70,7 +75,7 @@ def remove_samples(store, sample_ids, *, progress: bool = False,
                                                          "variant_NS", "variant_DP") if n in group}
         )
         write_ledger(group, ledger)
-        return indexes, columns, chunks, scrubbed, len(ledger.withdrawn)
+        return indexes, len(blanked.columns), blanked.chunks, scrubbed, len(ledger.withdrawn)
 
     def audit(after, result):
         indexes = result[0]
@@ -103,25 +108,41 @@ def locate(group, requested: list[str], ledger) -> np.ndarray:
     return np.array(sorted(position[s] for s in requested), dtype=np.int64)
 
 
+@dataclasses.dataclass
+class Blanked:
+    columns: list[int]  # the sample-chunk columns rewritten
+    chunks: int
+    fast_level_columns: list[int]  # the same, when some array's level was lowered; else []
+
+
 def blank_samples(group, indexes: np.ndarray, *, progress: bool = False,
-                  cluster: Cluster | None = None) -> tuple[int, int]:
+                  cluster: Cluster | None = None) -> Blanked:
     """Overwrite the samples at ``indexes`` with missing values, one pass per touched column
-    (on ``cluster`` when given)."""
+    (on ``cluster`` when given), writing at the fast level. The caller records
+    ``fast_level_columns`` in the ledger (``recompress.note_fast_columns``)."""
     s = schema.samples_chunk_size(group)
-    columns = np.unique(indexes // s)
-    blocks = []
+    columns = [int(c) for c in np.unique(indexes // s)]
+    blocks, faster = [], False
     for name, array in schema.sample_arrays(group).items():
         axis = schema.sample_axis(array)
+        fast = fast_level(array)
+        faster = faster or writes_faster(array)
         for c in columns:
             lo, hi = c * s, min((c + 1) * s, array.shape[axis])
             local = indexes[(indexes >= lo) & (indexes < hi)] - lo
             blank = functools.partial(_blank, local=local, value=_removed_value(name, array))
-            blocks += array_blocks(array, axis, lo, hi, blank)
+            blocks += array_blocks(fast, axis, lo, hi, blank)
     chunks, _ = run_work(blocks, cluster=cluster, progress="remove" if progress else None)
-    return len(columns), chunks
+    return Blanked(columns, chunks, columns if faster else [])
 
 
 def _blank(array, samples, variants, *, local, value) -> int:
+    def blank(values):
+        values[:, local] = value
+
+    written = rewrite_chunks(array, samples, variants, blank)
+    if written is not None:
+        return written
     if variants is None:
         block = np.asarray(array[samples])
         block[local] = value

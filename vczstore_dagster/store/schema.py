@@ -138,6 +138,10 @@ def dtype_bounds(dtype) -> tuple[float, float] | None:
 
 def strings(values) -> np.ndarray:
     """A string array (StringDType, object or fixed width) as numpy ``str``; None becomes ""."""
+    a = np.asarray(values)
+    if isinstance(a.dtype, np.dtypes.StringDType) and not hasattr(a.dtype, "na_object"):
+        width = int(np.strings.str_len(a).max()) if a.size else 1  # no None: cast in one go
+        return a.astype(f"<U{max(width, 1)}")
     a = np.asarray(values, dtype=object)
     if a.size:
         a = np.where(a == None, "", a)  # noqa: E711

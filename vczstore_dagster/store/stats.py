@@ -2,10 +2,14 @@
 
 AC (per ALT allele) and AN count called alleles, as ``bcftools +fill-tags`` does; AF = AC / AN;
 call_rate is the fraction of active samples whose genotype has no missing allele. Genotypes are read
-one block (variant chunk × sample chunk) at a time.
+one block (variant chunk × sample chunk) at a time. When a release is redacted, the removed samples'
+counts are taken out of its statistics (:func:`sample_counts`, :func:`remove_samples_from_stats`):
+one chunk column read instead of every genotype, with the same integers as a recount.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -40,29 +44,89 @@ def compute(group):
             if not keep.any():
                 continue
             block = np.asarray(gt[v0:v1, s0:s1])
-            if not keep.all():
-                block = block[:, keep]
-            # Reductions along one contiguous axis, in int32, and per-ploidy slices instead of
-            # np.all/np.any over the last axis: several times faster on large blocks.
-            flat = block.reshape(block.shape[0], -1)
-            for a in range(n_alleles):
-                counts[:, a] += np.add.reduce(flat == a, axis=1, dtype=np.int32)
-            all_called = block[:, :, 0] != -1
-            any_data = block[:, :, 0] >= 0
-            for k in range(1, block.shape[2]):
-                all_called &= block[:, :, k] != -1
-                any_data |= block[:, :, k] >= 0
-            called += np.add.reduce(all_called, axis=1, dtype=np.int32)
-            with_data += np.add.reduce(any_data, axis=1, dtype=np.int32)
-        an = counts.sum(axis=1)
+            _count(block if keep.all() else block[:, keep], counts, called, with_data)
         present = schema.strings(group["variant_allele"][v0:v1, 1:]) != ""
-        ac = np.where(present, counts[:, 1:], -2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            af = (counts[:, 1:] / np.maximum(an, 1)[:, None]).astype("f4")
-        af[an == 0] = MISSING_F4
-        af[~present] = FILL_F4
-        rate = (called / n_active).astype("f4") if n_active else np.full(v1 - v0, MISSING_F4)
-        yield v0, v1, ac, an, with_data, af, rate
+        yield v0, v1, *_stats(counts, called, with_data, present, n_active)
+
+
+def _count(block, counts, called, with_data) -> None:
+    """Add the genotypes of ``block`` (variants × samples × ploidy) to the per-variant counts."""
+    # Reductions along one contiguous axis, in int32, and per-ploidy slices instead of
+    # np.all/np.any over the last axis: several times faster on large blocks.
+    flat = block.reshape(block.shape[0], -1)
+    for a in range(counts.shape[1]):
+        counts[:, a] += np.add.reduce(flat == a, axis=1, dtype=np.int32)
+    all_called = block[:, :, 0] != -1
+    any_data = block[:, :, 0] >= 0
+    for k in range(1, block.shape[2]):
+        all_called &= block[:, :, k] != -1
+        any_data |= block[:, :, k] >= 0
+    called += np.add.reduce(all_called, axis=1, dtype=np.int32)
+    with_data += np.add.reduce(any_data, axis=1, dtype=np.int32)
+
+
+def _stats(counts, called, with_data, present, n_active):
+    """``(ac, an, ns, af, call_rate)`` from allele counts and genotype counts per variant."""
+    an = counts.sum(axis=1)
+    ac = np.where(present, counts[:, 1:], -2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        af = (counts[:, 1:] / np.maximum(an, 1)[:, None]).astype("f4")
+    af[an == 0] = MISSING_F4
+    af[~present] = FILL_F4
+    rate = (called / n_active).astype("f4") if n_active else np.full(len(an), MISSING_F4)
+    return ac, an, with_data, af, rate
+
+
+@dataclasses.dataclass
+class SampleCounts:
+    num_samples: int
+    counts: np.ndarray  # per variant and allele (REF first)
+    called: np.ndarray  # genotypes with no missing allele, per variant
+    with_data: np.ndarray  # genotypes with some allele, per variant
+
+
+def sample_counts(group, indexes) -> SampleCounts:
+    """The counts per variant over the samples at ``indexes`` only, reading just their
+    sample-chunk columns of ``call_genotype``."""
+    gt = group["call_genotype"]
+    n, s = gt.shape[0], gt.chunks[1]
+    counts = np.zeros((n, group["variant_allele"].shape[1]), dtype=np.int64)
+    called, with_data = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    indexes = np.asarray(indexes)
+    for c in np.unique(indexes // s):
+        local = indexes[indexes // s == c] - c * s
+        for v0 in range(0, n, gt.chunks[0]):
+            v1 = min(n, v0 + gt.chunks[0])
+            block = np.asarray(gt[v0:v1, c * s : min(gt.shape[1], (c + 1) * s)])[:, local]
+            _count(block, counts[v0:v1], called[v0:v1], with_data[v0:v1])
+    return SampleCounts(len(indexes), counts, called, with_data)
+
+
+def remove_samples_from_stats(group, removed: SampleCounts) -> bool:
+    """Take the counts ``removed`` (:func:`sample_counts` of samples since removed, read before
+    they were) out of the statistics written for the samples before; the same integers as a
+    recount. call_rate keeps only its ratio: the fully called count comes back exactly from it
+    below 2**23 samples, else (or without statistics) nothing is done and False is returned."""
+    counts, called, with_data = removed.counts, removed.called, removed.with_data
+    if any(name not in group for name in STATS_FIELDS):
+        return False
+    n_after = int((schema.strings(group["sample_id"][...]) != "").sum())
+    n_before = n_after + removed.num_samples
+    if n_before >= 2**23:
+        return False
+    ac = np.asarray(group["variant_AC"][...]).astype(np.int64)
+    present = ac != -2
+    alt = np.where(present, ac, 0) - counts[:, 1:]
+    an = np.asarray(group["variant_AN"][...]).astype(np.int64) - counts.sum(axis=1)
+    ref = an - alt.sum(axis=1)
+    rate = np.asarray(group["variant_call_rate"][...]).astype(np.float64)
+    was_called = np.rint(np.where(np.isnan(rate), 0, rate) * n_before).astype(np.int64)
+    ns = np.asarray(group["variant_NS"][...]).astype(np.int64) - with_data
+    new = _stats(np.column_stack([ref, alt]), was_called - called, ns, present, n_after)
+    for name, values in zip(("variant_AC", "variant_AN", "variant_NS", "variant_AF",
+                             "variant_call_rate"), new, strict=True):
+        group[name][...] = values
+    return True
 
 
 def write_release_stats(group) -> list[str]:

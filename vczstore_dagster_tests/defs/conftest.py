@@ -96,11 +96,58 @@ def project(tmp_path) -> Project:
     return Project(root)
 
 
-def ingest(defs: dg.Definitions, instance, batch_id: str):
-    """Run ``ingest_batch`` for one batch in-process, as the sensor's run would."""
+@dataclasses.dataclass
+class Runs:
+    """The runs a batch goes through: ``ingest_batch``, then ``append_batch`` when
+    ``append_sensor``'s rule (every blocking check passed in the ingest run) says so."""
+
+    results: list
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    @property
+    def run_ids(self) -> set[str]:
+        return {r.run_id for r in self.results}
+
+    @property
+    def appended(self) -> bool:
+        return len(self.results) > 1
+
+    def get_asset_materialization_events(self):
+        return [e for r in self.results for e in r.get_asset_materialization_events()]
+
+    def get_asset_check_evaluations(self):
+        return [e for r in self.results for e in r.get_asset_check_evaluations()]
+
+    @property
+    def all_events(self):
+        return [e for r in self.results for e in r.all_events]
+
+
+def ingest(defs: dg.Definitions, instance, batch_id: str, config: dict | None = None) -> Runs:
+    """Run ``ingest_batch`` for one batch in-process, as the inbox sensor's run would, then
+    ``append_batch`` if ``append_sensor`` would request it (its own rule, on the same instance)."""
+    from vczstore_dagster.defs.sensors import _checked_batches
+
     instance.add_dynamic_partitions("batches", [batch_id])
-    job = defs.resolve_job_def("ingest_batch")
-    return job.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False)
+    run_config = {"ops": {"staged_batch": {"config": config}}} if config else None
+    staged = defs.resolve_job_def("ingest_batch").execute_in_process(
+        partition_key=batch_id, instance=instance, raise_on_error=False, run_config=run_config)
+    if not staged.success or batch_id not in _checked_batches(instance, staged.run_id):
+        return Runs([staged])
+    appended = defs.resolve_job_def("append_batch").execute_in_process(
+        partition_key=batch_id, instance=instance, raise_on_error=False)
+    return Runs([staged, appended])
+
+
+def tag(defs: dg.Definitions, instance, name: str | None = None, message: str | None = None,
+        **kwargs):
+    """Run ``tag_release`` in-process with its config (as the launchpad or the schedule does)."""
+    config = {k: v for k, v in {"name": name, "message": message}.items() if v is not None}
+    return defs.resolve_job_def("tag_release").execute_in_process(
+        run_config={"ops": {"tag_store": {"config": config}}}, instance=instance, **kwargs)
 
 
 def check_evaluations(result) -> dict[str, object]:

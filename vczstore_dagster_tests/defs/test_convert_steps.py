@@ -45,10 +45,12 @@ def test_by_default_one_partition_in_the_run_process_and_no_sample_id_kept(proje
     with dg.instance_for_test() as instance:
         assert ingest(defs, instance, "batch-a").success
         result = ingest(defs, instance, "batch-b")
-        assert result.success
-        kept = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(result.run_id))
-        storage = pathlib.Path(instance.storage_directory(), result.run_id)
-        outputs = [path.read_bytes() for path in storage.rglob("*") if path.is_file()]
+        assert result.success and result.appended
+        kept = "\n".join(dg.serialize_value(entry) for run_id in result.run_ids
+                          for entry in instance.all_logs(run_id))
+        outputs = [path.read_bytes() for run_id in result.run_ids
+                   for path in pathlib.Path(instance.storage_directory(), run_id).rglob("*")
+                   if path.is_file()]
     pids = _step_pids(result)
     # one partition is converted in stage_fetch: no step fanned out for nothing
     assert {k for k in pids if k.startswith("staged_batch.")} == {f"staged_batch.{s}" for s in STAGES}

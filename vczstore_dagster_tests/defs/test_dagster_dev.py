@@ -1,10 +1,12 @@
-"""End to end: ``dagster dev`` on a free loopback port, its sensors, its runs, its web UI.
+"""End to end: ``dg dev`` (as ``make dev`` starts it) on a free loopback port, its sensors, its
+runs, its web UI in headless Chromium.
 
-One ``dagster dev`` serves every test of this module (it takes 20-80 s to come up).
+One ``dg dev`` serves every test of this module (it takes 20-80 s to come up).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -18,15 +20,16 @@ import urllib.request
 import pytest
 from dagster import DagsterInstance
 
-from vczstore_dagster.dev import prepare_dagster_home
-from vczstore_dagster.store import open_store, schema
+from vczstore_dagster import testdata
+from vczstore_dagster.dev import dg_dev_command, prepare_dagster_home, sites_with_extra_alleles
+from vczstore_dagster.store import open_store, schema, store_info
 from vczstore_dagster_tests.defs.conftest import Project
 from vczstore_dagster_tests.defs.test_definitions import ASSETS, CHECKS, JOBS, SCHEDULES, SENSORS
 from vczstore_dagster_tests.defs.test_withdrawals import files_containing
 from vczstore_dagster_tests.helpers import REPO_ROOT, free_port
 
-READY_TIMEOUT = 120
-RUN_TIMEOUT = 180
+READY_TIMEOUT = 300  # 20-80 s on a quiet machine; over 2 minutes seen with a load average of 8
+RUN_TIMEOUT = 300
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO_ROOT / "test-output" / "defs"
 
@@ -42,7 +45,8 @@ class DagsterDev:
         self.process: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.project.env(), "DAGSTER_HOME": str(self.home)}
+        return {**os.environ, **self.project.env(), "DAGSTER_HOME": str(self.home),
+                "VIRTUAL_ENV": sys.prefix}
 
     def dagster(self, *args: str) -> list[str]:
         return [os.path.join(os.path.dirname(sys.executable), "dagster"), *args]
@@ -56,7 +60,7 @@ class DagsterDev:
             instance.event_log_storage.set_concurrency_slots("vcz_store", 1)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                self.dagster("dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"),
+                dg_dev_command(str(self.port)),
                 cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -131,6 +135,46 @@ class DagsterDev:
                             "{ runId jobName status tags { key value } } } } }")
         return data["runsOrError"]["results"]
 
+    def wait_for_run(self, partition: str, job: str, status: str) -> dict:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while True:
+            found = [r for r in self.runs() if r["jobName"] == job and r["status"] == status
+                     and {"key": "dagster/partition", "value": partition} in r["tags"]]
+            if found:
+                return found[0]
+            assert self.process.poll() is None, f"dagster dev exited:\n{self.log_tail()}"
+            assert time.monotonic() < deadline, f"no {status} {job} run for {partition}: {self.runs()}"
+            time.sleep(2)
+
+    def launch(self, job: str, run_config: dict) -> str:
+        data = self.graphql(
+            "mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { "
+            "__typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } "
+            "... on RunConfigValidationInvalid { errors { message } } } }",
+            {"params": {"selector": {"repositoryLocationName": "vczstore_dagster",
+                                     "repositoryName": "__repository__", "jobName": job},
+                        "runConfigData": run_config}})["launchRun"]
+        assert data["__typename"] == "LaunchRunSuccess", data
+        return data["run"]["runId"]
+
+    def latest_metadata(self, asset: str, partition: str | None = None) -> dict:
+        data = self.graphql(
+            "query($path: [String!]!, $partitions: [String!]) { assetOrError(assetKey: "
+            "{path: $path}) { ... on Asset { assetMaterializations(partitions: $partitions, "
+            "limit: 1) { metadataEntries { label ... on IntMetadataEntry { intValue } "
+            "... on TextMetadataEntry { text } ... on BoolMetadataEntry { boolValue } } } } } }",
+            {"path": [asset], "partitions": [partition] if partition else None})
+        [event] = data["assetOrError"]["assetMaterializations"]
+        return {e["label"]: e.get("intValue", e.get("text", e.get("boolValue")))
+                for e in event["metadataEntries"]}
+
+    def partition_stats(self, asset: str) -> dict:
+        data = self.graphql(
+            "query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) { ... on "
+            "AssetNode { partitionStats { numMaterialized numFailed numMaterializing "
+            "numPartitions } } } }", {"path": [asset]})
+        return data["assetNodeOrError"]["partitionStats"]
+
 
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
@@ -167,11 +211,13 @@ def test_ready_batch_in_the_inbox_reaches_the_store(dagster_dev, vcf_batch):
     vcf = vcf_batch("E2E-", 7)
     dagster_dev.project.drop_batch("e2e-batch", [vcf])
     event = dagster_dev.wait_for_materialization("vcz_store", "e2e-batch")
+    runs = {r["jobName"]: {t["key"]: t["value"] for t in r["tags"]} for r in dagster_dev.runs()
+            if {"key": "dagster/partition", "value": "e2e-batch"} in r["tags"]}
+    # inbox_sensor: stage and check; append_sensor, once the checks passed: append.
+    assert {job: tags["dagster/sensor_name"] for job, tags in runs.items()} == {
+        "ingest_batch": "inbox_sensor", "append_batch": "append_sensor"}
     [run] = [r for r in dagster_dev.runs() if r["runId"] == event["runId"]]
-    assert run["jobName"] == "ingest_batch"
-    tags = {t["key"]: t["value"] for t in run["tags"]}
-    assert tags["dagster/partition"] == "e2e-batch"
-    assert tags["dagster/sensor_name"] == "inbox_sensor"
+    assert run["jobName"] == "append_batch"
 
     store = open_store(dagster_dev.project.store_url)
     ids = [str(s) for s in schema.strings(store.readonly_group()["sample_id"][...])]
@@ -189,24 +235,107 @@ def test_ready_batch_in_the_inbox_reaches_the_store(dagster_dev, vcf_batch):
     assert "E2E-0000" not in dagster_dev.log.read_text(errors="replace")
 
 
-def test_asset_graph_in_a_real_browser(dagster_dev):
+def test_start_up_prints_no_warning(dagster_dev):
+    """`make dev`'s command: neither "dagster dev is superseded by dg dev", nor "dagster.yaml in
+    the current folder is not used", nor dg's virtual environment mismatch."""
+    start_up = dagster_dev.log.read_text(errors="replace").split("Launching Dagster services")[0]
+    assert "Launching Dagster services" in dagster_dev.log.read_text(errors="replace")
+    for warning in ("superseded", "will not be used", "does not match", "Warning"):
+        assert warning not in start_up, start_up
+
+
+@contextlib.contextmanager
+def browser_page():
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    screenshot = SCREENSHOTS / "asset_graph.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{dagster_dev.url}/asset-groups", wait_until="domcontentloaded")
-            graph = page.locator("svg foreignObject")  # the graph's nodes, not the sidebar list
-            for name in ("incoming_batch", "staged_batch", "vcz_store", "store_release"):
-                graph.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=60_000)
-            page.wait_for_timeout(1000)  # let the layout settle for the picture
-            page.screenshot(path=str(screenshot), full_page=True)
+            yield browser.new_page(viewport={"width": 1600, "height": 1000})
         finally:
             browser.close()
-    assert screenshot.stat().st_size > 10_000
+
+
+def show(page, url: str, *texts: str, screenshot: str | None = None) -> None:
+    """Open ``url``, wait until each of ``texts`` is visible, and take a screenshot."""
+    page.goto(url, wait_until="domcontentloaded")
+    for text in texts:
+        page.get_by_text(text, exact=True).first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1000)  # let the layout settle for the picture
+    if screenshot:
+        page.screenshot(path=str(SCREENSHOTS / screenshot), full_page=True)
+        assert (SCREENSHOTS / screenshot).stat().st_size > 10_000
+
+
+def metadata_row(page, key: str) -> str:
+    """The text of the metadata table row whose key is ``key`` (asset overview page)."""
+    row = page.locator("tr", has=page.get_by_text(key, exact=True)).first
+    row.wait_for(state="visible", timeout=60_000)
+    return row.inner_text()
+
+
+def test_refused_batch_store_summary_and_replaced_release_in_a_real_browser(dagster_dev,
+                                                                            vcf_batch, tmp_path):
+    """A good and a refused batch: the store is not shown failed, the refusal's reason is on the
+    batch's check, the summary has the store's counts; after a withdrawal that redacts release
+    ui-r, ui-r-r1 is there and ui-r is marked replaced."""
+    project, url = dagster_dev.project, dagster_dev.url
+    project.drop_batch("ui-good", [vcf_batch("UIG-", 9)])
+    refused = testdata.write_vcf(tmp_path / "refused.vcf", testdata.sample_names("UIX-", 4),
+                                 sites=sites_with_extra_alleles(num_variants=100))
+    project.drop_batch("ui-refused", [refused])
+    dagster_dev.wait_for_materialization("vcz_store", "ui-good")
+    dagster_dev.wait_for_run("ui-refused", "ingest_batch", "FAILURE")
+    dagster_dev.launch("tag_release", {"ops": {"tag_store": {"config": {
+        "name": "ui-r", "message": "Release for the UI test"}}}})
+    dagster_dev.wait_for_materialization("store_release", "ui-r")
+
+    stats = dagster_dev.partition_stats("vcz_store")
+    assert stats["numFailed"] == 0 and stats["numPartitions"] - stats["numMaterialized"] >= 1
+    info = store_info(open_store(project.store_url))
+    with browser_page() as page:
+        page.goto(f"{url}/asset-groups", wait_until="domcontentloaded")
+        graph = page.locator("svg foreignObject")  # the graph's nodes, not the sidebar list
+        for name in ("incoming_batch", "staged_batch", "vcz_store", "store_release",
+                     "store_summary"):
+            graph.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=60_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"), full_page=True)
+
+        show(page, f"{url}/assets/vcz_store?view=partitions", "Failed (0)", "ui-refused",
+             screenshot="store_partitions_none_failed.png")
+        show(page, f"{url}/assets/staged_batch?view=checks&checkDetail=variants_match_store",
+             "variants_match_store", "ui-refused", screenshot="refused_batch_reason.png")
+        reason = page.get_by_text("refused: retry with ingest_batch", exact=False).first
+        reason.wait_for(state="visible", timeout=60_000)
+        assert "batch ui-refused.vcz: 4 new ALT allele(s)" in reason.inner_text()
+        assert "dismiss_batch" in reason.inner_text()
+        assert "UIX-" not in page.content()
+
+        show(page, f"{url}/assets/store_summary", "total_samples", screenshot="store_summary.png")
+        for key, value in [("total_samples", info.num_samples),
+                           ("active_samples", info.num_active_samples),
+                           ("batches", len(info.batches)), ("releases_citable", 1)]:
+            assert metadata_row(page, key).split()[-1] == str(value), metadata_row(page, key)
+
+        # A withdrawal that hits the release: ui-r is redacted into ui-r-r1.
+        project.request_withdrawal("ui-request", ["UIG-00002"])
+        dagster_dev.wait_for_materialization("sample_withdrawals", "ui-request")
+        replaced = dagster_dev.latest_metadata("store_release", "ui-r")
+        assert (replaced["state"], replaced["replaced_by"], replaced["citable"]) == (
+            "replaced", "ui-r-r1", False)
+        assert dagster_dev.latest_metadata("store_release", "ui-r-r1")["replaces"] == "ui-r"
+        show(page, f"{url}/assets/store_release?view=partitions&partition=ui-r",
+             "ui-r-r1", "replaced", screenshot="release_replaced.png")
+        show(page, f"{url}/assets/store_release?view=partitions&partition=ui-r-r1",
+             "citable", "ui-r", screenshot="release_redacted_revision.png")
+        assert page.get_by_text("Redacted revision of release", exact=False).first.is_visible()
+        show(page, f"{url}/assets/store_summary", "releases_replaced",
+             screenshot="store_summary_after_withdrawal.png")
+        assert metadata_row(page, "releases_replaced").split()[-1] == "1"
+        assert metadata_row(page, "active_samples").split()[-1] == str(info.num_active_samples - 1)
+    assert files_containing(dagster_dev.home, ["UIG-00002", "UIX-0000"]) == []

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import dagster as dg
 
-ASSETS = {"incoming_batch", "staged_batch", "vcz_store", "store_release", "sample_withdrawals"}
+ASSETS = {"incoming_batch", "staged_batch", "vcz_store", "store_release", "sample_withdrawals",
+          "store_summary"}
 CHECKS = {
     ("staged_batch", "variants_match_store"),
     ("staged_batch", "fields_match_store"),
     ("staged_batch", "samples_are_new"),
     ("vcz_store", "store_consistent"),
+    ("store_release", "release_citable"),
 }
-SENSORS = {"inbox_sensor", "withdrawal_sensor"}
+SENSORS = {"inbox_sensor", "append_sensor", "withdrawal_sensor"}
 SCHEDULES = {"release_schedule"}
-JOBS = {"ingest_batch", "withdraw_samples", "tag_release"}
+JOBS = {"ingest_batch", "append_batch", "withdraw_samples", "tag_release", "widen_field",
+        "purge_store", "dismiss_batch"}
+# The jobs made of ops that write the store: their op, in the pool.
+STORE_WRITING_OPS = {"tag_release": "tag_store", "widen_field": "widen",
+                     "purge_store": "purge_history"}
 PARTITIONS = {"incoming_batch": "batches", "staged_batch": "batches", "vcz_store": "batches",
               "store_release": "releases", "sample_withdrawals": "withdrawals"}
 STORE_WRITERS = {"vcz_store", "store_release", "sample_withdrawals"}
@@ -29,6 +35,10 @@ def test_every_named_definition_is_there(project):
     assert {s.name for s in defs.schedules} == SCHEDULES
     for name in JOBS:
         defs.resolve_job_def(name)
+    assert graph.get(dg.AssetKey("store_summary")).partitions_def is None
+    for key in ASSETS:
+        node = graph.get(dg.AssetKey(key))
+        assert node.owners and node.tags, key
     for key, partitions in PARTITIONS.items():
         node = graph.get(dg.AssetKey(key))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
@@ -45,14 +55,19 @@ def test_checks_on_staged_batch_block_and_writers_share_one_pool(project):
     for name in STORE_WRITERS:
         assets_def = graph.get(dg.AssetKey(name)).assets_def
         assert assets_def.op.pool == "vcz_store", name
+    for job, op in STORE_WRITING_OPS.items():
+        assert defs.resolve_job_def(job).graph.node_named(op).definition.pool == "vcz_store", job
 
 
-def test_ingest_job_is_in_process_and_covers_the_batch_path(project):
+def test_ingest_stages_and_checks_and_append_writes(project):
+    """A refused batch must not fail the store: ingest_batch never plans vcz_store."""
     defs = project.definitions()
-    job = defs.resolve_job_def("ingest_batch")
-    assert job.executor_def.name == "in_process"
-    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert keys == {"incoming_batch", "staged_batch", "vcz_store"}
-    checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
-    assert {"variants_match_store", "fields_match_store", "samples_are_new",
-            "store_consistent"} <= checks
+    for name, assets, checks in [
+        ("ingest_batch", {"incoming_batch", "staged_batch"},
+         {"variants_match_store", "fields_match_store", "samples_are_new"}),
+        ("append_batch", {"vcz_store"}, {"store_consistent"}),
+    ]:
+        job = defs.resolve_job_def(name)
+        assert job.executor_def.name == "in_process"
+        assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == assets
+        assert {k.name for k in job.asset_layer.asset_graph.asset_check_keys} == checks

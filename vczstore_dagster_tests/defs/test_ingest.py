@@ -11,7 +11,7 @@ from vczstore_dagster import testdata
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.dev import sites_with_extra_alleles
 from vczstore_dagster.store import open_store, store_info
-from vczstore_dagster_tests.defs.conftest import check_evaluations, ingest, materializations
+from vczstore_dagster_tests.defs.conftest import check_evaluations, ingest, materializations, tag
 from vczstore_dagster_tests.helpers import (
     assert_matches_bcftools,
     assert_unchanged,
@@ -74,12 +74,22 @@ def test_bad_batch_fails_variants_match_store_and_leaves_the_store_unchanged(
         assert failed.partition == "other-panel"
         assert "variant" in failed.description
         assert checks["samples_are_new"].passed
-        # In the UI, vcz_store[other-panel] is a failed partition; vcz_store[good] stays materialized.
+        # The refusal is the batch's: the store was never planned in the refused run, so no
+        # partition of vcz_store is failed (Dagster counts a partition failed when a failed run
+        # planned it); staged_batch[other-panel] is materialized, with its failed check.
+        assert result.appended is False
+        [staged_run] = result.results
+        planned = instance.get_records_for_run(
+            staged_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+        assert {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in planned} == {
+            "incoming_batch", "staged_batch"}
         status = instance.get_status_by_partition(
             dg.AssetKey("vcz_store"), ["good", "other-panel"], batches
         )
-        assert status == {"good": AssetPartitionStatus.MATERIALIZED,
-                          "other-panel": AssetPartitionStatus.FAILED}
+        assert status == {"good": AssetPartitionStatus.MATERIALIZED, "other-panel": None}
+        assert instance.get_status_by_partition(
+            dg.AssetKey("staged_batch"), ["other-panel"], batches
+        ) == {"other-panel": AssetPartitionStatus.MATERIALIZED}
     assert_unchanged(before, tree_digest(project.store_url))
     assert "O00000" not in store_text_ids(project)
 
@@ -115,9 +125,7 @@ def test_batch_after_a_release_appends(project, vcf_batch):
     defs = project.definitions()
     with dg.instance_for_test() as instance:
         assert ingest(defs, instance, "before").success
-        instance.add_dynamic_partitions("releases", ["r1"])
-        assert defs.resolve_job_def("tag_release").execute_in_process(
-            partition_key="r1", instance=instance).success
+        assert tag(defs, instance, "r1").success
         result = ingest(defs, instance, "after")
     assert result.success, [e.event_specific_data.error.message for e in result.all_events
                             if e.is_step_failure]

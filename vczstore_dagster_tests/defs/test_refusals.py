@@ -18,17 +18,14 @@ import zarr
 from vczstore_dagster import testdata
 from vczstore_dagster.store import open_store, schema
 from vczstore_dagster_tests.defs.conftest import Project, check_evaluations, materializations
+from vczstore_dagster_tests.defs.conftest import ingest as ingest_runs
 from vczstore_dagster_tests.helpers import assert_unchanged, tree_digest
 
 SITES = tuple(testdata.make_sites(100))
 
 
 def ingest(world, batch_id: str, config: dict | None = None):
-    world.instance.add_dynamic_partitions("batches", [batch_id])
-    job = world.defs.resolve_job_def("ingest_batch")
-    run_config = {"ops": {"staged_batch": {"config": config}}} if config else None
-    return job.execute_in_process(partition_key=batch_id, instance=world.instance,
-                                  raise_on_error=False, run_config=run_config)
+    return ingest_runs(world.defs, world.instance, batch_id, config)
 
 
 @pytest.fixture(scope="module")

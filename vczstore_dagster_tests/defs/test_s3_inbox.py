@@ -16,8 +16,13 @@ from vczstore_dagster.defs.resources import (
     WithdrawalsResource,
 )
 from vczstore_dagster.store import open_store, schema
-from vczstore_dagster_tests.defs.conftest import materializations
+from vczstore_dagster_tests.defs.conftest import ingest, materializations
 from vczstore_dagster_tests.defs.test_sensors import tick
+
+
+def listed(client, bucket: str, prefix: str) -> list[str]:
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+                  .get("Contents", []))
 
 
 def test_batch_and_request_from_s3(moto_s3, vcf_batch, tmp_path):
@@ -43,18 +48,22 @@ def test_batch_and_request_from_s3(moto_s3, vcf_batch, tmp_path):
         ready = tick(defs, instance, "inbox_sensor", waiting.cursor)
         assert [r.partition_key for r in ready.run_requests] == ["from-s3"]
 
-        result = defs.resolve_job_def("ingest_batch").execute_in_process(
-            partition_key="from-s3", instance=instance)
-        assert result.success
+        result = ingest(defs, instance, "from-s3")
+        assert result.success and result.appended
         incoming = materializations(result)["incoming_batch"]
         assert incoming["num_samples"] == 5
         assert incoming["num_files"] == 2  # the VCF and its index
+        # appended: the batch's folder is deleted from the S3 inbox
+        assert listed(client, moto_s3.bucket, f"{prefix}/inbox/") == []
 
         client.put_object(Bucket=moto_s3.bucket, Key=f"{prefix}/withdrawals/req-1.txt",
                           Body=b"S3-00001\n")
         [request] = tick(defs, instance, "withdrawal_sensor", None).run_requests
         assert defs.resolve_job_def("withdraw_samples").execute_in_process(
             partition_key=request.partition_key, instance=instance).success
+        # the request file is replaced by its receipt, on S3 too
+        assert listed(client, moto_s3.bucket, f"{prefix}/withdrawals/") == [
+            f"{prefix}/withdrawals/req-1.receipt.json"]
 
     ids = [str(s) for s in schema.strings(
         open_store(str(tmp_path / "store")).readonly_group()["sample_id"][...])]

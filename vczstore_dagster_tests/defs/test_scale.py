@@ -29,7 +29,7 @@ def postgres():
 
 
 def test_postgres_variant_differs_from_dagster_yaml_only_in_storage():
-    base = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    base = yaml.safe_load((REPO_ROOT / "dagster.dev.yaml").read_text())
     variant = yaml.safe_load((REPO_ROOT / "dagster.postgres.yaml").read_text())
     assert set(variant.pop("storage")) == {"postgres"}
     assert variant == base
@@ -67,7 +67,7 @@ def test_ingest_job_on_a_postgres_instance_with_a_dask_cluster(postgres, project
         assert (meta["samples_before"], meta["samples_after"]) == (12, 19)
         assert meta["dask_tasks"] > 0 and meta["dask_workers_used"] >= 1
         assert materializations(created)["vcz_store"]["dask_tasks"] > 0
-        run_ids = {created.run_id, appended.run_id}
+        run_ids = created.run_ids | appended.run_ids
         assert {r.run_id for r in instance.get_runs()} == run_ids
     # what Dagster recorded is in PostgreSQL itself
     conn = postgres.connect()

@@ -53,6 +53,7 @@ def test_cluster_gives_the_local_store(kind, dask_cluster, vcf_batch, tmp_path, 
                                        vcz_cache_dir):
     from vczstore_dagster.store import append_batch, init_store, open_store, tag_release
     from vczstore_dagster.store.purge import purge
+    from vczstore_dagster.store.recompress import recompress_store
     from vczstore_dagster.store.remove import remove_samples
     from vczstore_dagster.store.widen import widen_field
 
@@ -90,8 +91,11 @@ def test_cluster_gives_the_local_store(kind, dask_cluster, vcf_batch, tmp_path, 
             remove_samples(store, [helpers.vcf_samples(first)[0]])  # r1 holds it: redact r1
             purged = purge(store, dask_scheduler=scheduler)
             assert [r.replaced_by for r in purged.redacted] == ["r1-r1"]
+        recompressed = recompress_store(store, dask_scheduler=scheduler)
+        assert recompressed.columns and recompressed.columns_left == []
         if scheduler is not None:
-            for result in (appended, removed, *((widened, purged) if icechunk else ())):
+            for result in (appended, removed, recompressed,
+                           *((widened, purged) if icechunk else ())):
                 _assert_ran_in_workers(result.cluster, dask_cluster)
 
     if icechunk:
@@ -178,6 +182,7 @@ def test_coordinator_killed_leaves_main_and_purge_collects_orphans(dask_cluster,
     assert fresh.main_snapshot() == snapshot
     helpers.assert_matches_bcftools(fresh, [first], cli=False)
     assert orphans <= helpers.storage_keys(fresh)
+    time.sleep(2.5)  # the GC cutoff is a whole second before now: older orphans only
     purge(fresh)
     assert not orphans & helpers.storage_keys(fresh), "purge left the workers' orphan chunks"
     assert set(fresh.repo.list_branches()) == {"main"}

@@ -7,7 +7,7 @@ import shutil
 
 import dagster as dg
 
-from vczstore_dagster.defs.assets import GROUP
+from vczstore_dagster.defs.assets import GROUP, OWNERS
 from vczstore_dagster.defs.assets.conversion import (
     ConversionConfig,
     begin_conversion,
@@ -55,6 +55,8 @@ def _files_table(files: list[dict]) -> str:
     partitions_def=batches,
     group_name=GROUP,
     kinds={"vcf"},
+    owners=OWNERS,
+    tags={"layer": "batch"},
     description="A batch in the inbox: its VCF files (or one VCZ), sizes, checksums and sample count.",
 )
 def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> dg.MaterializeResult:
@@ -199,13 +201,17 @@ def _staged_batch_config(config: StagedBatchConfig) -> dict:
     ins={"incoming_batch": dg.AssetIn(dagster_type=dg.Nothing)},
     config=_staged_batch_config,
     kinds={"zarr"},
+    owners=OWNERS,
+    tags={"layer": "batch"},
     description=(
         "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
         "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks, and "
         "harmonised to the store's variant set (coverage figures in the metadata). Its config "
         "sets what the batch must meet (min_site_coverage, max_dropped_fraction, "
-        "allow_new_alleles) and how many partitions (steps) the conversion is split into. "
-        "Removed once vcz_store has appended it."
+        "allow_new_alleles) and how many partitions (steps) the conversion is split into. A "
+        "refused batch fails one of its checks, with the reason: retry it with ingest_batch and "
+        "that config after a fix, or dismiss it (dismiss_batch). Removed once vcz_store has "
+        "appended it."
     ),
 )
 def staged_batch(incoming_batch):

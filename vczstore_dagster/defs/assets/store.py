@@ -5,15 +5,19 @@ import time
 
 import dagster as dg
 
-from vczstore_dagster.defs.assets import GROUP
+from vczstore_dagster.defs.assets import GROUP, OWNERS
 from vczstore_dagster.defs.assets.batches import staged_batch
+from vczstore_dagster.defs.assets.summary import record_summary
 from vczstore_dagster.defs.checks import load_settings, partitioned_check_spec
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcz_sample_ids
-from vczstore_dagster.defs.resources import StagingResource, VczStoreResource
+from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
 from vczstore_dagster.store import append_batch, init_store, store_info
 
 POOL = "vcz_store"
+MOVED_ON = "vczstore/store_moved_on"
+"""Tag of an append run that found the store changed since the batch was checked, and the batch
+no longer fitting it: it appended nothing, and ``append_sensor`` has the batch checked again."""
 
 STORE_CONSISTENT = "store_consistent"
 STORE_CONSISTENT_DESCRIPTION = (
@@ -110,13 +114,19 @@ def _append(existing, path, batch_id: str, sample_ids, started: float, settings,
     deps=[staged_batch],
     pool=POOL,
     kinds={"icechunk"},
+    owners=OWNERS,
+    tags={"layer": "store", "writes": "store"},
+    output_required=False,
     check_specs=[partitioned_check_spec(STORE_CONSISTENT, "vcz_store", STORE_CONSISTENT_DESCRIPTION)],
     description=(
         "The cohort's store with batch B appended: one commit on a temporary branch, audited, then "
-        "published to main by compare-and-swap. The first batch creates the store."
+        "published to main by compare-and-swap. The first batch creates the store. Run by "
+        "append_batch once staged_batch[B] passed its checks (append_sensor requests it). Then "
+        "the batch's inbox folder and staged copy are deleted: the store holds it."
     ),
 )
-def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, staging: StagingResource):
+def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource,
+              staging: StagingResource, inbox: InboxResource):
     batch_id = context.partition_key
     path = staging.batch_vcz(batch_id)
     if not path.exists():
@@ -131,9 +141,20 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource, stagin
             result = _append(existing, path, batch_id, sample_ids, started,
                              load_settings(staging, batch_id, store), store.dask_scheduler)
         except EngineFailure as failure:
+            if failure.error_type == "IncompatibleBatchError":
+                # Its checks passed against an earlier store (another batch was appended since).
+                context.log.warning(f"{failure.description}. The store changed since the batch "
+                                    "was checked: it is checked again (ingest_batch), nothing "
+                                    "was written.")
+                context.instance.add_run_tags(context.run_id, {MOVED_ON: "true"})
+                yield _consistent(True, "nothing written: the store changed since the batch was "
+                                        "checked, and it is checked again")
+                return
             if failure.error_type == "AuditError":  # main was not moved
                 yield _consistent(False, failure.description)
             raise
     # The store holds the batch now. No second copy is kept: a withdrawal must leave none behind.
     shutil.rmtree(staging.batch_dir(batch_id), ignore_errors=True)
+    inbox.delete(batch_id)
     yield result
+    record_summary(context, store, f"batch {batch_id} was appended")
