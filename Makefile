@@ -7,7 +7,8 @@ UV := $(PYTHON) -m uv
 VENV := .venv
 export UV_PYTHON := $(PYTHON)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-PYTEST_ARGS ?=
+# Two workers (pytest-xdist): most tests wait on subprocesses, servers and disk, not the CPU.
+PYTEST_ARGS ?= -n 2 --durations=25
 
 .PHONY: install system-deps dev test lint bench clean
 

@@ -12,7 +12,12 @@ from vczstore_dagster.defs.assets.summary import store_summary
 from vczstore_dagster.defs.assets.withdrawals import sample_withdrawals
 from vczstore_dagster.defs.checks import staged_batch_matches_store
 from vczstore_dagster.defs.jobs import append_batch, ingest_batch, withdraw_samples
-from vczstore_dagster.defs.remedies import dismiss_batch, purge_store, widen_field
+from vczstore_dagster.defs.remedies import (
+    dismiss_batch,
+    purge_store,
+    recompress_store,
+    widen_field,
+)
 from vczstore_dagster.defs.resources import resources_from_env
 from vczstore_dagster.defs.schedules import release_schedule
 from vczstore_dagster.defs.sensors import append_sensor, inbox_sensor, withdrawal_sensor
@@ -25,7 +30,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
                 store_summary],
         asset_checks=[staged_batch_matches_store],
         jobs=[ingest_batch, append_batch, withdraw_samples, tag_release_job, widen_field,
-              purge_store, dismiss_batch],
+              purge_store, recompress_store, dismiss_batch],
         sensors=[inbox_sensor, append_sensor, withdrawal_sensor],
         schedules=[release_schedule],
         resources=resources if resources is not None else resources_from_env(),

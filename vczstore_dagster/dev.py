@@ -88,6 +88,9 @@ def main() -> None:
         pathlib.Path(withdrawals).mkdir(parents=True, exist_ok=True)
     home = pathlib.Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home").absolute()
     os.environ["DAGSTER_HOME"] = str(home)
+    # Dagster's 60 s for a call to the code server failed every run's launch on a loaded 2-core
+    # machine (DagsterUserCodeUnreachableError), each batch then shown as a failed run.
+    os.environ.setdefault("DAGSTER_GRPC_TIMEOUT_SECONDS", "300")
     prepare_dagster_home(home)
     subprocess.run(dagster_command("instance", "concurrency", "set", POOL, "1"), check=True)
     port = os.environ.get("DAGSTER_PORT", "3000")

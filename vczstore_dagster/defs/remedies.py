@@ -6,6 +6,9 @@ engine call, and those that write the store in the pool ``vcz_store``.
 - ``purge_store`` (``delete_leftover_batches``): redact releases that hold withdrawn samples,
   expire history, garbage-collect (engine: ``purge``); report (or delete) batches in the inbox or
   staging area that still hold a withdrawn sample.
+- ``recompress_store`` (``columns``): re-encode the sample-chunk columns that removals, redactions
+  and appends wrote at the fast level of the store's codec at the store's own level, in one
+  commit (engine: ``recompress_store``); run it off the hot path.
 - ``dismiss_batch`` (``batch``): give up on a refused batch: its inbox folder and staged copy
   deleted, its partition removed.
 
@@ -27,6 +30,7 @@ from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczS
 from vczstore_dagster.store import widen_field as widen_store_field
 from vczstore_dagster.store.ledger import read_ledger
 from vczstore_dagster.store.purge import purge
+from vczstore_dagster.store.recompress import recompress_store as recompress_store_columns
 
 
 class WidenConfig(dg.Config):
@@ -39,6 +43,13 @@ class PurgeConfig(dg.Config):
         default=False,
         description="Delete the batches in the inbox or staging area that still hold a withdrawn "
                     "sample (they are always reported).")
+
+
+class RecompressConfig(dg.Config):
+    columns: list[int] = Field(
+        default_factory=list,
+        description="Sample-chunk columns to recompress (default: every column the store lists at "
+                    "the fast level; `store_summary` gives their count).")
 
 
 class DismissConfig(dg.Config):
@@ -74,6 +85,25 @@ def purge_history(context: dg.OpExecutionContext, config: PurgeConfig, store: Vc
     return dg.Output(None, metadata={**purge_metadata(purged), **leftovers})
 
 
+@dg.op(pool=POOL, tags={"writes": "store"}, out=DONE, description="Engine: recompress_store.")
+def recompress(context: dg.OpExecutionContext, config: RecompressConfig, store: VczStoreResource):
+    opened = call_engine("opening the store", store.open)
+    result = call_engine("recompressing", recompress_store_columns, opened, config.columns or None,
+                         dask_scheduler=store.dask_scheduler)
+    if not result.columns:
+        context.log.info("nothing to recompress: no column was written at the fast level")
+    else:
+        context.log.info(f"{len(result.columns)} sample-chunk column(s), {result.chunks_rewritten} "
+                         f"chunks: {result.bytes_before:,} → {result.bytes_after:,} bytes, snapshot "
+                         f"{result.snapshot_id}")
+        record_summary(context, store, f"{len(result.columns)} column(s) were recompressed")
+    return dg.Output(None, metadata={
+        "columns": len(result.columns), "columns_left": len(result.columns_left),
+        "chunks_rewritten": result.chunks_rewritten, "bytes_before": result.bytes_before,
+        "bytes_after": result.bytes_after, "seconds": round(result.seconds, 2),
+        "snapshot_id": result.snapshot_id or "", **cluster_metadata(result.cluster)})
+
+
 @dg.op(out=DONE,
        description="Delete a refused batch's inbox folder and staged copy, remove its partition.")
 def dismiss(context: dg.OpExecutionContext, config: DismissConfig, store: VczStoreResource,
@@ -99,6 +129,13 @@ def widen_field():
                     "(config: delete_leftover_batches).")
 def purge_store():
     purge_history()
+
+
+@dg.job(description="Re-encode the columns written at the fast level of the store's codec at its "
+                    "own level, in one commit (config: columns; default every such column). Slow: "
+                    "run it off the hot path.")
+def recompress_store():
+    recompress()
 
 
 @dg.job(description="Dismiss a refused batch (config: batch): its inbox folder and staged copy "

@@ -17,10 +17,10 @@ CHECKS = {
 SENSORS = {"inbox_sensor", "append_sensor", "withdrawal_sensor"}
 SCHEDULES = {"release_schedule"}
 JOBS = {"ingest_batch", "append_batch", "withdraw_samples", "tag_release", "widen_field",
-        "purge_store", "dismiss_batch"}
+        "purge_store", "recompress_store", "dismiss_batch"}
 # The jobs made of ops that write the store: their op, in the pool.
 STORE_WRITING_OPS = {"tag_release": "tag_store", "widen_field": "widen",
-                     "purge_store": "purge_history"}
+                     "purge_store": "purge_history", "recompress_store": "recompress"}
 PARTITIONS = {"incoming_batch": "batches", "staged_batch": "batches", "vcz_store": "batches",
               "store_release": "releases", "sample_withdrawals": "withdrawals"}
 STORE_WRITERS = {"vcz_store", "store_release", "sample_withdrawals"}

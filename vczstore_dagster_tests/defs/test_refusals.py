@@ -6,6 +6,7 @@ alleles for one run. One real SQLite instance and one store for the module."""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import re
 import shutil
 import types
@@ -82,14 +83,17 @@ def _sites_only(project, name):
     project.drop_batch(name, [testdata.write_sites_vcf(project.root / f"{name}.vcf")])
 
 
-def _garbage(project, name):
-    folder = project.inbox / name
-    folder.mkdir()
-    good = project.inbox / "first"
-    vcf = next(good.glob("*.vcf.gz"))
-    (folder / vcf.name).write_bytes(vcf.read_bytes()[:3000])
-    shutil.copyfile(str(vcf) + ".csi", folder / (vcf.name + ".csi"))
-    (folder / "_READY").touch()
+def _garbage(vcf_batch):
+    """A bgzipped VCF cut short (its index whole): htslib's reason must reach the operator."""
+    def drop(project, name):
+        vcf = pathlib.Path(vcf_batch(PREFIX + "g", 10))
+        assert vcf.stat().st_size > 3000
+        folder = project.inbox / name
+        folder.mkdir()
+        (folder / vcf.name).write_bytes(vcf.read_bytes()[:3000])
+        shutil.copyfile(str(vcf) + ".csi", folder / (vcf.name + ".csi"))
+        (folder / "_READY").touch()
+    return drop
 
 
 def _new_alt():
@@ -115,7 +119,7 @@ CASES = {
     "no-samples": (lambda vb: _sites_only, "samples_are_new", [r"no samples"]),
     "damaged-chunk": (lambda vb: _vcz(vb, _truncate_a_chunk), "fields_match_store",
                       [r"chunk c/0/1/0 of array call_AD cannot be read"]),
-    "garbage": (lambda vb: _garbage, "staged_batch", [r"cannot be read as VCF: .*BGZF"]),
+    "garbage": (_garbage, "staged_batch", [r"cannot be read as VCF: .*BGZF"]),
 }
 
 

@@ -4,12 +4,14 @@ field and retry the refused batch, tag a release with a message, dismiss a refus
 
 from __future__ import annotations
 
+import io
+
 import dagster as dg
 import numpy as np
 
 from vczstore_dagster import testdata
 from vczstore_dagster.dev import sites_with_extra_alleles
-from vczstore_dagster.store import list_releases, open_store, store_info
+from vczstore_dagster.store import list_releases, open_store, store_info, write_vcf
 from vczstore_dagster.store.remove import remove_samples
 from vczstore_dagster_tests.defs.conftest import check_evaluations, ingest, materializations, tag
 from vczstore_dagster_tests.helpers import assert_unchanged, tree_digest
@@ -23,6 +25,12 @@ def run_op_job(defs, instance, job: str, op: str, config: dict):
 def output_metadata(result, op: str) -> dict:
     [event] = [e for e in result.all_events if e.is_successful_output and e.step_key == op]
     return {k: v.value for k, v in event.event_specific_data.metadata.items()}
+
+
+def _vcf_text(url) -> str:
+    out = io.StringIO()
+    write_vcf(open_store(url), out)
+    return out.getvalue()
 
 
 def test_widen_then_retry_the_refused_batch_and_tag_with_a_message(project, vcf_batch):
@@ -108,5 +116,20 @@ def test_dismiss_a_refused_batch_and_purge(project, vcf_batch, tmp_path):
         assert not (project.inbox / "overlaps").exists()
         assert not (project.staging / "overlaps").exists()
         assert "overlaps" not in instance.get_dynamic_partitions("batches")
+
+        # The removal wrote its column at the fast level: recompress_store brings it back.
+        fast = store_info(open_store(project.store_url)).fast_level
+        assert fast is not None and fast.columns
+        vcf_before = _vcf_text(project.store_url)
+        recompressed = run_op_job(defs, instance, "recompress_store", "recompress", {})
+        assert recompressed.success
+        meta = output_metadata(recompressed, "recompress")
+        assert meta["columns"] == len(fast.columns) and meta["chunks_rewritten"] > 0
+        assert meta["bytes_after"] < meta["bytes_before"]
+        assert materializations(recompressed)["store_summary"]["fast_level_columns"] == 0
+        assert store_info(open_store(project.store_url)).fast_level is None
+        assert _vcf_text(project.store_url) == vcf_before
+        again = run_op_job(defs, instance, "recompress_store", "recompress", {})
+        assert again.success and output_metadata(again, "recompress")["columns"] == 0
     assert {r.name: r.state for r in list_releases(open_store(project.store_url))} == {
         "r1": "replaced", "r1-r1": "citable"}

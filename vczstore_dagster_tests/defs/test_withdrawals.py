@@ -81,7 +81,7 @@ def test_withdrawal_removes_samples_and_leaves_no_id_behind(project, vcf_batch, 
     assert meta["leftover_withdrawn_samples"] == 1
     # Both sides of the redaction are recorded on store_release.
     assert (releases["r1"]["state"], releases["r1"]["replaced_by"]) == ("replaced", "r1-r1")
-    assert releases["r1"]["citable"] is False
+    assert releases["r1"]["citable"] is False and "samples_redacted" not in releases["r1"]
     assert (releases["r1-r1"]["state"], releases["r1-r1"]["replaces"]) == ("citable", "r1")
     assert releases["r1-r1"]["active_samples"] == 14 and releases["r1-r1"]["samples_redacted"] == 2
     assert releases["r1-r1"]["redacted_at"]

@@ -46,10 +46,13 @@ class TagReleaseConfig(ReleaseConfig):
 
 
 def release_metadata(record) -> dict:
-    """Every field of the engine's release record, lists shown as counts and a short text."""
+    """Every field of the engine's release record, lists shown as counts and a short text;
+    ``samples_redacted`` only on a redacted revision (on others it would read as a count)."""
     out = {}
     for field in dataclasses.fields(record):
         value = getattr(record, field.name)
+        if field.name == "samples_redacted" and not getattr(record, "replaces", None):
+            continue
         if isinstance(value, (list, tuple)):
             out[f"num_{field.name}"] = len(value)
             out[field.name] = dg.MetadataValue.text(", ".join(map(str, value)) or "none")

@@ -56,6 +56,10 @@ def summary_metadata(opened) -> dict:
     }
     if info.bytes is not None:
         metadata["bytes"] = dg.MetadataValue.int(info.bytes)
+    fast = info.fast_level
+    metadata["fast_level_columns"] = len(fast.columns) if fast else 0
+    if fast and fast.extra_bytes is not None:
+        metadata["fast_level_extra_bytes"] = dg.MetadataValue.int(fast.extra_bytes)
     if info.last_commit_time:
         metadata["last_commit_time"] = dg.MetadataValue.timestamp(_epoch(info.last_commit_time))
     return metadata
