@@ -236,10 +236,26 @@ def _plan(w: _Work, template, spec: dict | None, dropped: list[str], misfit: str
         raise InvalidInputError(_cannot_encode(w.names, exc, template is not None)) from exc
     writer = w.writer(fmt)
     writer.load_metadata()
+    _record_vcf_numbers(w, writer)
     plan = EncodePlan(summary.num_partitions, int(writer.get_max_encoding_memory()),
                       summary.num_variants, fmt, template is not None, dropped, misfit)
     w.write(ENCODING, dataclasses.asdict(plan))
     return plan
+
+
+def _record_vcf_numbers(w: _Work, writer) -> None:
+    """Each INFO and FORMAT array's VCF Number, on the arrays ``encode_init`` made (the encode
+    partitions copy them and finalising moves them): harmonisation copies a fixed Number's values
+    as they are at a site whose alleles it remaps, and refuses ``Number=.``'s."""
+    import zarr
+
+    numbers = {f"{f['category']}/{f['name']}": f["vcf_number"] for f in _icf_metadata(w)["fields"]
+               if f["category"] in ("INFO", "FORMAT")}
+    for spec in writer.schema.fields:
+        number = numbers.get(spec.source or "")
+        if number is not None:
+            array = zarr.open_array(writer.arrays_path / spec.name, mode="r+")
+            array.attrs[schema.VCF_NUMBER_ATTR] = str(number)
 
 
 def encode_partition(work, partition: int, *, own_schema_if_misfit: bool = False) -> PartitionResult:
