@@ -194,6 +194,36 @@ class Bench:
         offset.baseline_seconds, offset.baseline_best_seconds = row.base, row.base_best
         self.rows += [row, offset]
 
+    def bench_convert_steps(self):
+        """``convert --like`` in 1, 2 and 4 partitions, every step a fresh process (see the
+        worker's ``convert_steps``), two at a time (the cores here), against one process,
+        interleaved."""
+        s = self.size
+        self.need("vcf", "store_b1")
+        out = self.work / "converted.vcz"
+        runs = self.runs if self.forced_runs else s.convert_runs
+        base = Series()
+        rows = {n: Row(f"convert VCF ({s.vcf_samples} samples) --like store: {n} partition(s), "
+                       "every step a process", Series(), "convert --like, one process (interleaved)",
+                       base if n == 1 else None,
+                       note="steps run 2 at a time (2 cores); each step's process start and "
+                            "imports are included, Dagster's own cost per step is not")
+                for n in (1, 2, 4)}
+        for i in range(runs):
+            self.measure("convert --like (one process)", base,
+                         worker("convert", vcf=self.ds.vcf, out=out, like=self.ds.store_b1),
+                         setup=lambda: remove(out), cleanup=[out], run=i, total=runs)
+            for n, row in rows.items():
+                m = self.measure(f"convert in {n} partition(s)", row.op,
+                                 worker("convert_steps", vcf=self.ds.vcf, out=out,
+                                        like=self.ds.store_b1, partitions=n, parallel=2),
+                                 setup=lambda: remove(out), cleanup=[out], run=i, total=runs)
+                row.info = m.info
+        for row in rows.values():
+            row.baseline_seconds = base.median
+            row.baseline_best_seconds = min(base.all_seconds) if base.runs else None
+        self.rows += list(rows.values())
+
     def bench_append_aligned(self):
         row = Row("append, aligned (fast path)", Series(), "cp -r batch 2", Series(),
                   target=f"≤ {ALIGNED_TARGET}× cp -r")
@@ -550,8 +580,8 @@ def data_measurement(seconds: float):
     return Measurement(seconds, seconds, float("nan"), {})
 
 
-BENCHES = ["init", "convert", "append_aligned", "append_unaligned", "append_float_codec",
-           "append_reencode", "append_own_grid", "remove", "dask",
+BENCHES = ["init", "convert", "convert_steps", "append_aligned", "append_unaligned",
+           "append_float_codec", "append_reencode", "append_own_grid", "remove", "dask",
            "purge", "tag", "info", "help", "s3", "dagster"]
 
 

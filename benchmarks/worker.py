@@ -99,6 +99,72 @@ def op_init_s3(store, batch, storage_options):
     return {"samples": r.num_samples}
 
 
+def op_convert_steps(vcf, out, like, partitions, parallel):
+    """``convert --like`` split into ``partitions``, every step (begin, each explode partition,
+    plan, each encode partition, finish) in a fresh process, at most ``parallel`` at once: what a
+    Dagster executor that gives each step a process runs, less Dagster's own cost per step."""
+    import shutil
+    import subprocess
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.measure import worker
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="convert-steps-", dir=pathlib.Path(out).parent))
+    process_seconds = []
+
+    def step(name, **kwargs):
+        """(info, seconds of the step's work after its imports)"""
+        t0 = time.perf_counter()
+        proc = subprocess.run(worker("convert_step", step=name, work=work, **kwargs),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"step {name} failed:\n{proc.stderr[-2000:]}")
+        process_seconds.append(time.perf_counter() - t0)
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX))
+        result = json.loads(line[len(RESULT_PREFIX):])
+        return result["info"], result["seconds"]
+
+    def fan_out(name, count):
+        with ThreadPoolExecutor(parallel) as pool:
+            return [s for _, s in pool.map(lambda j: step(name, partition=j), range(count))]
+
+    try:
+        begun, t_begin = step("begin", vcf=vcf, partitions=partitions)
+        t_explode = fan_out("explode", begun["explode_partitions"])
+        plan, t_plan = step("plan", like=like)
+        t_encode = fan_out("encode", plan["partitions"])
+        _, t_finish = step("finish", out=out, like=like)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    work_seconds = [t_begin, *t_explode, t_plan, *t_encode, t_finish]
+    return {"partitions": plan["partitions"], "explode_partitions": begun["explode_partitions"],
+            "steps": len(work_seconds), "memory_per_partition_mb": round(plan["memory"] / 2**20, 1),
+            "steps_work_s": round(sum(work_seconds), 2),  # the steps' work, after their imports
+            # the steps' work along the longest path: the time with a machine per step, were
+            # process starts and imports free
+            "critical_path_s": round(t_begin + max(t_explode) + t_plan + max(t_encode) + t_finish, 2),
+            "steps_process_s": round(sum(process_seconds), 2)}  # ... with starts and imports
+
+
+def op_convert_step(step, work, vcf=None, partitions=None, partition=None, like=None, out=None):
+    engine = _engine()
+    from vczstore_dagster.store import convert
+
+    if step == "begin":
+        return {"explode_partitions": convert.begin([vcf], work, partitions=partitions).num_partitions}
+    if step == "explode":
+        convert.explode_partition(work, partition)
+    elif step == "plan":
+        plan = convert.plan_encoding(work, engine.open_store(like))
+        return {"partitions": plan.num_partitions, "memory": plan.max_encoding_memory}
+    elif step == "encode":
+        convert.encode_partition(work, partition)
+    else:
+        convert.finish(work, out, engine.open_store(like))
+    return {}
+
+
 # ---------------------------------------------------------------------------------- baselines
 def op_convert_baseline(vcf, out, variants_chunk, samples_chunk):
     """Plain bio2zarr: explode + encode of the same VCF, one process, Zarr format 3."""

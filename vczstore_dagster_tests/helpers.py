@@ -736,6 +736,27 @@ def convert_like(store, vcfs, out):
     return convert_vcfs([str(v) for v in vcfs], str(out), like=store)
 
 
+def assert_same_vcz(expected_path, got_path) -> None:
+    """Two VCZs have the same arrays (dtypes, shapes, chunks, codecs, fill values, dimension names,
+    attributes), the same values in every array (floats bit for bit: NaN patterns too) and the
+    same root attributes."""
+    import numpy as np
+    import zarr
+
+    expected = zarr.open_group(str(expected_path), mode="r")
+    got = zarr.open_group(str(got_path), mode="r")
+    assert dict(got.attrs) == dict(expected.attrs), "root attributes differ"
+    names = sorted(name for name, _ in expected.arrays())
+    assert sorted(name for name, _ in got.arrays()) == names, "the arrays differ"
+    for name in names:
+        e, g = expected[name], got[name]
+        assert g.metadata.to_dict() == e.metadata.to_dict(), f"{name}: metadata differs"
+        ev, gv = e[...], g[...]
+        if ev.dtype.kind == "f":
+            ev, gv = ev.view(f"u{ev.dtype.itemsize}"), gv.view(f"u{gv.dtype.itemsize}")
+        assert np.array_equal(ev, gv), f"{name}: values differ"
+
+
 def store_digest(store, moto: MotoS3 | None = None) -> dict[str, str]:
     """Every byte of a store's storage, local or S3 (see :func:`tree_digest`, :func:`s3_digest`)."""
     loc = store.location

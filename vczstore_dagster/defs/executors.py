@@ -12,7 +12,9 @@ loads (see docs/scale.md):
   ``VCZSTORE_SHARED_PATH``.
 
 Steps on other machines must see the same staging area (bio2zarr writes only local directories):
-put ``VCZSTORE_STAGING`` (and a local store or inbox, if not on S3) under the shared path.
+put ``VCZSTORE_STAGING`` (and a local store or inbox, if not on S3) under the shared path. Their
+outputs (the conversion's steps pass a path and partition numbers) go there too
+(``dagster-outputs``). dagster-dask's executor is not offered: it has no dynamic outputs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ EXECUTORS = ("in_process", "multiprocess", "k8s", "docker")
 FORWARDED_ENV = [
     "VCZSTORE_URL", "VCZSTORE_INBOX", "VCZSTORE_STAGING", "VCZSTORE_WITHDRAWALS",
     "VCZSTORE_BACKEND", "VCZSTORE_FLOAT_COMPRESSION", "VCZSTORE_DASK_SCHEDULER",
-    "VCZSTORE_S3_ENDPOINT", "VCZSTORE_WORKERS", "AWS_REGION",
+    "VCZSTORE_S3_ENDPOINT", "VCZSTORE_WORKERS", "VCZSTORE_CONVERT_PARTITIONS", "AWS_REGION",
     "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB",
 ]
 SECRET_ENV = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "DAGSTER_PG_PASSWORD"]
@@ -62,6 +64,15 @@ def docker_config() -> dict:
     if os.environ.get("VCZSTORE_DOCKER_NETWORK"):
         config["network"] = os.environ["VCZSTORE_DOCKER_NETWORK"]
     return config  # the image: the run's own (DAGSTER_CURRENT_IMAGE)
+
+
+def step_io_manager() -> dict:
+    """Steps in other pods or containers pass their outputs (the conversion's work directory and
+    partition numbers) through the shared volume; on one machine, the instance's storage does."""
+    if _setting("VCZSTORE_EXECUTOR", "in_process") not in ("k8s", "docker"):
+        return {}
+    shared = _setting("VCZSTORE_SHARED_PATH", "/shared")
+    return {"io_manager": dg.FilesystemIOManager(base_dir=f"{shared.rstrip('/')}/dagster-outputs")}
 
 
 def executor_from_env() -> dg.ExecutorDefinition:

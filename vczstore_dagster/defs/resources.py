@@ -5,7 +5,8 @@ Every location is configured by an environment variable, read when the code loca
 ``./data``), and for S3 the usual ``AWS_*`` variables plus ``VCZSTORE_S3_ENDPOINT``. A variable that
 is set is passed as an ``EnvVar``, so the UI shows its name and never its value. The thresholds a
 batch must meet, ``VCZSTORE_MIN_SITE_COVERAGE`` and ``VCZSTORE_MAX_DROPPED_FRACTION`` (fractions;
-default 0.5 each), are read as numbers; a run can set others in its ``staged_batch`` config.
+default 0.5 each), are read as numbers; a run can set others in its ``staged_batch`` config. So
+is ``VCZSTORE_CONVERT_PARTITIONS``: into how many partitions (steps) a batch's conversion is split.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import posixpath
 import shutil
 
 import dagster as dg
+from pydantic import Field
 
+from vczstore_dagster.defs.executors import step_io_manager
 from vczstore_dagster.store import Store, StoreNotFoundError, Thresholds, open_store
 from vczstore_dagster.store.location import normalise_s3_options, s3_options_from_env, s3fs_kwargs
 
@@ -151,15 +154,21 @@ class WithdrawalsResource(FolderResource):
 
 
 class StagingResource(dg.ConfigurableResource):
-    """A local scratch folder: each batch is converted into the store's schema here."""
+    """A scratch folder (local, or a volume every step's machine mounts at the same path): each
+    batch is converted into the store's schema here."""
 
     path: str
+    convert_partitions: int = Field(default=1, ge=1)
+    """Into how many partitions (each a step) a batch's conversion is split, unless its run says."""
 
     def batch_dir(self, batch_id: str) -> pathlib.Path:
         return pathlib.Path(self.path).absolute() / batch_id
 
     def batch_vcz(self, batch_id: str) -> pathlib.Path:
         return self.batch_dir(batch_id) / f"{batch_id}.vcz"
+
+    def conversion_dir(self, batch_id: str) -> pathlib.Path:
+        return self.batch_dir(batch_id) / "conversion"
 
 
 def _setting(name: str, default: str) -> str:
@@ -181,6 +190,15 @@ def _fraction(name: str, default: float) -> float:
     return value
 
 
+def _count(name: str, default: int) -> int:
+    setting = os.environ.get(name, "").strip()
+    if not setting:
+        return default
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(f"{name}={setting!r}: expected a whole number of at least 1")
+    return int(setting)
+
+
 def _s3_options() -> S3Options:
     fields = {
         "endpoint_url": "VCZSTORE_S3_ENDPOINT",
@@ -193,7 +211,8 @@ def _s3_options() -> S3Options:
 
 
 def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
-    """The four resources, configured from the environment (defaults under ``data_dir``)."""
+    """The four resources, configured from the environment (defaults under ``data_dir``), and the
+    IO manager of the steps' outputs when the executor puts steps on other machines."""
     data = pathlib.Path(data_dir).absolute()
     s3 = _s3_options()
     return {
@@ -208,8 +227,10 @@ def resources_from_env(data_dir: str | os.PathLike = "data") -> dict:
             s3=s3,
         ),
         "inbox": InboxResource(url=_setting("VCZSTORE_INBOX", str(data / "inbox")), s3=s3),
-        "staging": StagingResource(path=_setting("VCZSTORE_STAGING", str(data / "staging"))),
+        "staging": StagingResource(path=_setting("VCZSTORE_STAGING", str(data / "staging")),
+                                   convert_partitions=_count("VCZSTORE_CONVERT_PARTITIONS", 1)),
         "withdrawals": WithdrawalsResource(
             url=_setting("VCZSTORE_WITHDRAWALS", str(data / "withdrawals")), s3=s3
         ),
+        **step_io_manager(),
     }

@@ -37,7 +37,14 @@ from vczstore_dagster.store.layout import consolidate, lay_out_with_offset
 from vczstore_dagster.store.plan import HARMONISATION_ATTR, VariantPlan
 from vczstore_dagster.store.planner import ALLELE_DIMS, plan_variants, plans_by_chunk
 from vczstore_dagster.store.policy import Thresholds, assess
-from vczstore_dagster.store.sitevalues import cast, copied, genotypes, per_allele
+from vczstore_dagster.store.sitevalues import (
+    CannotHarmonise,
+    Number,
+    cast,
+    copied,
+    genotypes,
+    per_allele,
+)
 
 GENOTYPE_FIELDS = ("call_genotype", "call_genotype_mask", "call_genotype_phased")
 DEFAULT = Thresholds()
@@ -88,6 +95,9 @@ def harmonise_into(store, src_path, dst_path, *, sample_offset: int = 0,
             _write_variant_arrays(store, out, plan)
             _write_sample_arrays(store, src, out, plan, sample_offset)
         consolidate(dst_path)
+    except CannotHarmonise as exc:
+        shutil.rmtree(dst_path, ignore_errors=True)
+        raise CannotHarmonise(f"batch {name or dst_path.name}: {exc}") from exc
     except BaseException:
         shutil.rmtree(dst_path, ignore_errors=True)
         raise
@@ -144,12 +154,15 @@ def _write_sample_arrays(store, src, out, plan: VariantPlan, offset: int) -> Non
     """The batch's sample arrays on the store's sites, one variant chunk × sample chunk at a time.
     A store field the batch lacks is left out (``check`` names it)."""
     ns = schema.num_samples(src)
-    targets = {}
+    targets, numbers = {}, {}
     for name, template in schema.sample_arrays(store).items():
         if name in src:
             shape = _widened_shape(template, plan.widths)
             shape[schema.sample_axis(template)] = offset + ns
             targets[name] = schema.create_like(out, name, template, shape=shape)
+            numbers[name] = Number.of(src[name], template)
+            if numbers[name].recorded_by == "batch":  # the batch's values, as its header says
+                targets[name].attrs[schema.VCF_NUMBER_ATTR] = numbers[name].value
     targets["sample_id"][offset:] = src["sample_id"][...]
     del targets["sample_id"]
     s_chunk = schema.samples_chunk_size(store)
@@ -167,7 +180,7 @@ def _write_sample_arrays(store, src, out, plan: VariantPlan, offset: int) -> Non
             for c0 in range(0, offset + ns, s_chunk):
                 lo, hi = max(c0, offset), min(c0 + s_chunk, offset + ns)
                 if lo < hi:
-                    block = _Block(src, plans, needed, lo - offset, hi - offset, sites)
+                    block = _Block(src, plans, needed, lo - offset, hi - offset, sites, numbers)
                     yield functools.partial(write, v0, v1, block, lo, hi)
 
     run_blocks(blocks())
@@ -183,8 +196,9 @@ def _site_names(store, v0, v1) -> list[str]:
 class _Block:
     """One store variant chunk × one sample chunk of the harmonised batch."""
 
-    def __init__(self, src, plans, needed, b0, b1, sites):
+    def __init__(self, src, plans, needed, b0, b1, sites, numbers):
         self.src, self.plans, self.b0, self.b1, self.sites = src, plans, b0, b1, sites
+        self.numbers = numbers
         self.needed = np.asarray(needed, dtype=np.int64)
         self._gt = None
 
@@ -229,7 +243,7 @@ class _Block:
             if kind in ALLELE_DIMS:
                 value = per_allele(srcs, p, kind, width, dtype, name, self.sites[i])
             else:
-                value = copied(srcs, p, name, self.sites[i], per_value=width is not None)
+                value = copied(srcs, p, name, self.sites[i], self.numbers[name], width)
                 value = missing.fit(value, width, fill) if width else value
             out[i] = cast(value, dtype, name)
         return out

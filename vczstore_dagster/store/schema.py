@@ -14,6 +14,8 @@ VARIANTS_DIM = "variants"
 VARIANT_IDENTITY = ("contig_id", "variant_contig", "variant_position", "variant_allele")
 # Arrays the engine maintains itself or that readers recompute.
 DERIVED = ("region_index",)
+# The VCF header's Number of the field an array holds ("2", ".", "A", ...), as conversion read it.
+VCF_NUMBER_ATTR = "vcf_number"
 
 
 def dims(array) -> tuple[str, ...]:
@@ -22,6 +24,12 @@ def dims(array) -> tuple[str, ...]:
     if names:
         return tuple(names)
     return tuple(array.attrs.get("_ARRAY_DIMENSIONS", ()))
+
+
+def vcf_number(array) -> str | None:
+    """The VCF Number recorded on an array (None: converted elsewhere, or not from a VCF field)."""
+    value = array.attrs.get(VCF_NUMBER_ATTR)
+    return None if value is None else str(value)
 
 
 def sample_axis(array) -> int | None:

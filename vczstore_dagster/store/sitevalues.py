@@ -1,13 +1,15 @@
 """A harmonised site's values from the batch records it takes: genotypes and R, A and G fields
-remapped to the site's alleles, split records merged as ``bcftools norm -m+`` merges them, and
-fields with no per-allele layout copied only where that is exact. Anything else is refused,
-naming the field and the site."""
+remapped to the site's alleles, split records merged as ``bcftools norm -m+`` merges them, fields
+of a fixed VCF Number copied as they are, and ``Number=.`` fields copied only where that is exact.
+Anything else is refused, naming the field and the site."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from vczstore_dagster.store import missing
+from vczstore_dagster.store import missing, schema
 from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.planner import A_DIM, G_DIM, R_DIM, num_genotypes
 from vczstore_dagster.store.sites import SitePlan
@@ -103,19 +105,58 @@ def _gt_index(a: int, b: int) -> int:
     return b * (b + 1) // 2 + a
 
 
-def copied(rows, plan: SitePlan, field, site, per_value: bool):
-    """A field with no per-allele layout: the records of a split site must agree. A field with a
-    trailing dimension that is not R, A or G (``Number=.``) is copied only when the allele
-    indexes are unchanged or when it holds no values at the site."""
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """A field's VCF Number as conversion recorded it: the batch's own, else the store's (the
+    same field); ``value`` None when neither records one (both converted elsewhere)."""
+
+    value: str | None = None
+    recorded_by: str | None = None
+
+    @classmethod
+    def of(cls, batch_array, store_array) -> Number:
+        for by, array in (("batch", batch_array), ("store", store_array)):
+            value = schema.vcf_number(array)
+            if value is not None:
+                return cls(value, by)
+        return cls()
+
+    @property
+    def fixed(self) -> bool:
+        """Number=N: values that do not depend on the alleles."""
+        return self.value is not None and self.value.isdigit()
+
+    def per_allele_unknown(self, width: int | None) -> bool:
+        """Values whose relation to the alleles is not declared: ``Number=.``, or, with no Number
+        recorded, a trailing dimension that is not R, A or G (taken as ``Number=.``)."""
+        if self.value is None:
+            return width is not None
+        return not self.fixed
+
+    def why(self) -> str:
+        if self.value is None:
+            return ("the batch and the store record no VCF Number for it (neither was converted "
+                    "by vczstore), so it is taken as Number=. (no declared per-allele layout)")
+        if self.value == ".":
+            return f"it is Number=. in the {self.recorded_by}'s header (no declared per-allele layout)"
+        return (f"it is Number={self.value} in the {self.recorded_by}'s header but the store holds "
+                "it with no per-allele dimension")
+
+
+def copied(rows, plan: SitePlan, field, site, number: Number, width: int | None):
+    """A field with no per-allele dimension: the records of a split site must agree. A fixed
+    Number's values are copied as they are; a field whose values may depend on the alleles in an
+    undeclared way (``Number=.``) only when the allele indexes are unchanged or when it holds no
+    values at the site."""
     first = rows[0]
     for other in rows[1:]:
         if not _equal(first, other):
             _refuse(field, site, f"the batch's {len(rows)} records of this site "
                     f"({'; '.join(plan.describe(s) for s in plan.sources)}) disagree")
-    if per_value and len(rows) == 1 and not plan.in_order():
+    if number.per_allele_unknown(width) and len(rows) == 1 and not plan.in_order():
         if not (missing.is_missing(first) | missing.is_fill(first)).all():
-            _refuse(field, site, "it has no declared per-allele layout (Number=.) and the batch "
-                    f"lists the alleles as {plan.describe(plan.sources[0])}, the store as "
+            _refuse(field, site, f"{number.why()}, and the batch lists the alleles as "
+                    f"{plan.describe(plan.sources[0])}, the store as "
                     f"{','.join(plan.alleles[: plan.store_alleles])}")
     return first
 

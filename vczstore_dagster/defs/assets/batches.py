@@ -8,12 +8,18 @@ import shutil
 import dagster as dg
 
 from vczstore_dagster.defs.assets import GROUP, OWNERS
+from vczstore_dagster.defs.assets.conversion import (
+    ConversionConfig,
+    begin_conversion,
+    convert_in_partitions,
+    finish_conversion,
+)
 from vczstore_dagster.defs.checks import BatchChecksConfig, coverage_metadata, save_settings
 from vczstore_dagster.defs.inbox import describe_batch
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcf_sample_ids, vcz_sample_ids
 from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
-from vczstore_dagster.store import convert_vcfs, harmonise_batch
+from vczstore_dagster.store import harmonise_batch
 from vczstore_dagster.store.planner import plan_variants
 
 SHOWN_FILES = 50
@@ -82,26 +88,6 @@ def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> d
     )
 
 
-def _convert(context, vcfs, target, like, sample_ids):
-    """Convert in the store's schema; a batch that does not fit it is converted in its own, so
-    that the blocking checks can say what does not fit (rather than a failed conversion)."""
-    if like is None:
-        result = call_engine("converting the batch", convert_vcfs, vcfs, target,
-                             sample_ids=sample_ids)
-        return result, "its own (no store yet: it will create it)"
-    try:  # the plan is recorded, not judged: the blocking checks judge it with the run's settings
-        return call_engine("converting the batch", convert_vcfs, vcfs, target, like=like,
-                           thresholds=None, sample_ids=sample_ids), "the store's"
-    except EngineFailure as failure:
-        if failure.error_type != "InvalidInputError":
-            raise
-        misfit = failure.description
-    context.log.warning(f"{misfit}; converted in the batch's own schema for the checks")
-    shutil.rmtree(target, ignore_errors=True)
-    result = call_engine("converting the batch", convert_vcfs, vcfs, target, sample_ids=sample_ids)
-    return result, f"its own: it does not fit the store's ({misfit})"
-
-
 def _plan_metadata(plan) -> dict:
     """Counts only: what harmonising the batch to the store's variant set does, and coverage."""
     if plan is None:
@@ -141,30 +127,12 @@ def _plan_of(store, path):
         return None
 
 
-@dg.asset(
-    partitions_def=batches,
-    group_name=GROUP,
-    deps=[incoming_batch],
-    kinds={"zarr"},
-    owners=OWNERS,
-    tags={"layer": "batch"},
-    description=(
-        "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
-        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks, and "
-        "harmonised to the store's variant set (coverage figures in the metadata). Its config "
-        "sets what the batch must meet (min_site_coverage, max_dropped_fraction, "
-        "allow_new_alleles). A refused batch fails one of its checks, with the reason: retry it "
-        "with ingest_batch and that config after a fix, or dismiss it (dismiss_batch). Removed "
-        "once vcz_store has appended it."
-    ),
-)
-def staged_batch(
-    context: dg.AssetExecutionContext,
-    config: BatchChecksConfig,
-    inbox: InboxResource,
-    staging: StagingResource,
-    store: VczStoreResource,
-) -> dg.MaterializeResult:
+@dg.op(ins={"incoming_batch": dg.In(dg.Nothing)},
+       out={"work": dg.Out(str), "partitions": dg.DynamicOut(int)},
+       description="Copy the batch from the inbox into the staging area; split its VCFs into "
+                   "explode partitions (or, for one partition, convert them here).")
+def stage_fetch(context: dg.OpExecutionContext, config: ConversionConfig, inbox: InboxResource,
+                staging: StagingResource, store: VczStoreResource):
     batch_id = context.partition_key
     folder = describe_batch(inbox, batch_id)
     if folder.problem:
@@ -175,29 +143,77 @@ def staged_batch(
     inbox.fetch((batch_id,), source)
     if target.exists():
         shutil.rmtree(target)
+    conversion = staging.conversion_dir(batch_id)
+    shutil.rmtree(conversion, ignore_errors=True)
+    if folder.vcz:
+        yield dg.Output(str(conversion), "work")
+        return
+    yield from begin_conversion(context, [source / name for name in folder.vcfs], conversion,
+                                target, config.partitions or staging.convert_partitions, store)
+
+
+@dg.op(description="The staged batch's metadata: what converting (or harmonising) it did, its "
+                   "coverage of the store's sites, and the settings its checks apply.")
+def stage_finish(
+    context: dg.OpExecutionContext,
+    config: BatchChecksConfig,
+    work: str,
+    encoded: list[int],
+    inbox: InboxResource,
+    staging: StagingResource,
+    store: VczStoreResource,
+):
+    batch_id = context.partition_key
+    folder = describe_batch(inbox, batch_id)
+    target = staging.batch_vcz(batch_id)
+    source = staging.batch_dir(batch_id) / "source"
     settings = save_settings(staging, batch_id, config, store)
     like = store.open_if_exists()
 
     if folder.vcz:
         metadata, schema = _stage_vcz(context, source / folder.vcz, target, like)
     else:
-        vcfs = [source / name for name in folder.vcfs]
-        with open(vcfs[0], "rb") as f:
-            sample_ids = vcf_sample_ids(f)
-        result, schema = _convert(context, vcfs, target, like, sample_ids)
-        metadata = {
-            "converted": True,
-            "num_samples": result.num_samples,
-            "num_variants": result.num_variants,
-            "sample_offset": result.sample_offset,
-            "dropped_fields": ", ".join(result.dropped_fields) or "none",
-            "duration_seconds": round(result.seconds, 3),
-        }
-        metadata.update(_plan_metadata(result.harmonisation))
+        metadata, schema, harmonisation = finish_conversion(context, work, target, like)
+        metadata.update(_plan_metadata(harmonisation))
     if like is not None and "site_coverage" not in metadata:  # staged as it came: plan it here
         metadata.update(_plan_metadata(_plan_of(like, target)))
     shutil.rmtree(source, ignore_errors=True)
     metadata.update(settings)
     metadata["schema"] = schema
     metadata["path"] = str(target)
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.Output(None, metadata=metadata)
+
+
+class StagedBatchConfig(BatchChecksConfig, ConversionConfig):
+    """What this run's batch must meet, and how its conversion is split."""
+
+
+@dg.config_mapping
+def _staged_batch_config(config: StagedBatchConfig) -> dict:
+    checks = {name: getattr(config, name) for name in BatchChecksConfig.model_fields}
+    return {"stage_fetch": {"config": {"partitions": config.partitions}},
+            "stage_finish": {"config": checks}}
+
+
+@dg.graph_asset(
+    partitions_def=batches,
+    group_name=GROUP,
+    ins={"incoming_batch": dg.AssetIn(dagster_type=dg.Nothing)},
+    config=_staged_batch_config,
+    kinds={"zarr"},
+    owners=OWNERS,
+    tags={"layer": "batch"},
+    description=(
+        "The batch as a VCZ in the staging area, converted with the store's schema (dtypes, "
+        "trailing dimensions, chunks, codecs) so that the append can copy encoded chunks, and "
+        "harmonised to the store's variant set (coverage figures in the metadata). Its config "
+        "sets what the batch must meet (min_site_coverage, max_dropped_fraction, "
+        "allow_new_alleles) and how many partitions (steps) the conversion is split into. A "
+        "refused batch fails one of its checks, with the reason: retry it with ingest_batch and "
+        "that config after a fix, or dismiss it (dismiss_batch). Removed once vcz_store has "
+        "appended it."
+    ),
+)
+def staged_batch(incoming_batch):
+    work, partitions = stage_fetch(incoming_batch)
+    return stage_finish(*convert_in_partitions(work, partitions))
