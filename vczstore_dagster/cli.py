@@ -790,16 +790,39 @@ def recompress(ctx, store, columns, storage_options, backend, dask_scheduler):
     click.echo(f"time: {r.seconds:.2f} s")
 
 
+def selection_options(f):
+    """bcftools view's (and vcztools view's) regions, targets, samples and filters."""
+    options = [
+        ("-r", "--regions", "REGIONS", "Only these regions, comma-separated: CHROM, CHROM:POS or "
+         "CHROM:FROM-TO (1-based, inclusive); uses the store's index."),
+        ("-R", "--regions-file", "FILE", "Regions from FILE: CHROM<TAB>FROM<TAB>TO a line."),
+        ("-t", "--targets", "[^]TARGETS", "Like --regions, scanning the records; ^ for all but "
+         "these."),
+        ("-T", "--targets-file", "[^]FILE", "Targets from FILE (as --regions-file)."),
+        ("-s", "--samples", "[^]SAMPLES", "Only these samples, comma-separated, in this order; "
+         "^ for all but these. Withdrawn samples are never shown."),
+        ("-S", "--samples-file", "[^]FILE", "Samples from FILE, one ID a line."),
+        ("-i", "--include", "EXPR", "Only records for which the bcftools expression is true."),
+        ("-e", "--exclude", "EXPR", "Leave out records for which the bcftools expression is true."),
+    ]
+    for short, name, metavar, help_text in reversed(options):
+        f = click.option(short, name, metavar=metavar, default=None, help=help_text)(f)
+    return f
+
+
 @cli.command()
 @click.argument("store")
 @at_option
+@selection_options
 @store_options
 @click.pass_context
-def view(ctx, store, at, storage_options, backend):
-    """Write STORE (or a release, with --at) as VCF on stdout."""
-    from vczstore_dagster.store import write_vcf
+def view(ctx, store, at, storage_options, backend, **selection):
+    """Write STORE (or a release, with --at) as VCF on stdout, restricted to regions, samples and
+    records as `bcftools view` selects them; a sample subset gets its own AC and AN."""
+    from vczstore_dagster.store.view import Selection, write_vcf
 
-    write_vcf(_open(ctx, store, storage_options, backend), sys.stdout, at=at)
+    chosen = Selection.parse(**selection)
+    write_vcf(_open(ctx, store, storage_options, backend), sys.stdout, at=at, selection=chosen)
     sys.stdout.flush()
 
 
