@@ -14,7 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from vczstore_dagster.cli import cli
-from vczstore_dagster.store import append_batch, tag_release
+from vczstore_dagster.store import (
+    append_batch,
+    open_release,
+    release_dataset,
+    shown_samples,
+    tag_release,
+)
 from vczstore_dagster.store.remove import remove_samples
 from vczstore_dagster_tests import helpers
 
@@ -133,3 +139,39 @@ def test_removed_sample_at_main_is_refused_too(cohort):
     everyone = [s for s in helpers.sample_ids(cohort.store) if s]
     r = view(cohort, "-s", "^" + ",".join(everyone), ok=False)
     assert "no sample left to show" in r.stderr
+
+
+def genotype_strings(ds) -> list[list[str]]:
+    """call_genotype and call_genotype_phased of a Dataset as VCF GT strings (helpers' spelling)."""
+    gt, phased = ds.call_genotype.values, ds.call_genotype_phased.values
+    rows = []
+    for v in range(gt.shape[0]):
+        row = []
+        for s in range(gt.shape[1]):
+            alleles = ["." if a == -1 else str(a) for a in gt[v, s] if a != -2]
+            row.append(helpers._norm_gt(("|" if phased[v, s] else "/").join(alleles)))
+        rows.append(row)
+    return rows
+
+
+def test_release_opens_in_xarray_with_the_genotypes_of_view(cohort):
+    import xarray as xr
+
+    group = open_release(cohort.store, RELEASE)
+    raw = xr.open_zarr(group.store, consolidated=False)
+    assert raw.sizes["samples"] == 16 and REMOVED in raw.sample_id.values  # until a purge
+    ds = release_dataset(cohort.store, RELEASE)
+    assert ds.sizes["samples"] == 15
+    assert ds.sample_id.equals(raw.isel(samples=shown_samples(cohort.store, group)).sample_id)
+
+    table = helpers.parse_vcf_text(view(cohort, "--at", RELEASE).stdout)
+    assert list(ds.sample_id.values) == table.samples
+    contigs = ds.contig_id.values
+    assert [(contigs[c], int(p)) for c, p in zip(ds.variant_contig.values,
+                                                 ds.variant_position.values, strict=True)] == [
+        (row[0], row[1]) for row in table.rows]
+    assert genotype_strings(ds) == [[row[7][s]["GT"] for s in table.samples]
+                                    for row in table.rows]
+
+    head = release_dataset(cohort.store)  # main: the removed sample's slot is blank, and dropped
+    assert head.sizes["samples"] == 15 and "" not in head.sample_id.values
