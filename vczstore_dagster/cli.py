@@ -126,6 +126,17 @@ def store_options(f):
     return storage_option(backend_option(f))
 
 
+def _command_progress(ctx: click.Context, param, value: bool | None) -> None:
+    if value is not None:  # given after the command name: it overrides the group's
+        ctx.obj = dataclasses.replace(_settings(ctx), progress=value)
+
+
+progress_option = click.option(
+    "--progress/--no-progress", default=None, expose_value=False, callback=_command_progress,
+    help="Progress bars on stderr (default: the group's setting, else on when stderr is a "
+         "terminal).")
+
+
 def _echo_cluster(work) -> None:
     if work is not None:
         click.echo(f"dask: {work.tasks} task(s) on {work.workers_used} of {work.workers} "
@@ -267,7 +278,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 @click.group(cls=VczstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--progress/--no-progress", default=None,
-              help="Progress bars on stderr (default: on when stderr is a terminal).")
+              help="Progress bars on stderr (default: on when stderr is a terminal); also "
+                   "accepted after the command name.")
 @click.option("-v", "--verbose", count=True,
               help="Tracebacks on errors and log messages (-vv: debug).")
 @click.version_option(package_name="vczstore-dagster", prog_name="vczstore")
@@ -318,6 +330,7 @@ def cli(ctx: click.Context, progress: bool | None, verbose: int) -> None:
                    "see docs/benchmarks.md for speed against size.")
 @storage_option
 @dask_option
+@progress_option
 @click.pass_context
 def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_size, batch_id,
          float_compression, storage_options, dask_scheduler):
@@ -359,6 +372,7 @@ def init(ctx, store, from_vcz, variants, backend, zarr_format, samples_chunk_siz
               help="Worker processes for bio2zarr (0: in this process).")
 @threshold_options
 @store_options
+@progress_option
 @click.pass_context
 def convert(ctx, vcfs, out, like, variants_chunk_size, samples_chunk_size, zarr_format, workers,
             min_site_coverage, max_dropped_fraction, storage_options, backend):
@@ -455,6 +469,7 @@ def check(ctx, store, batch, allow_new_alleles, min_site_coverage, max_dropped_f
 @threshold_options
 @store_options
 @dask_option
+@progress_option
 @click.pass_context
 def append(ctx, store, batch, batch_id, allow_new_alleles, min_site_coverage, max_dropped_fraction,
            lock_timeout, storage_options, backend, dask_scheduler):
@@ -491,6 +506,7 @@ def append(ctx, store, batch, batch_id, allow_new_alleles, min_site_coverage, ma
 @lock_option
 @store_options
 @dask_option
+@progress_option
 @click.pass_context
 def remove(ctx, store, sample_ids, from_file, lock_timeout, storage_options, backend,
            dask_scheduler):
@@ -526,6 +542,7 @@ def remove(ctx, store, sample_ids, from_file, lock_timeout, storage_options, bac
 @lock_option
 @store_options
 @dask_option
+@progress_option
 @click.pass_context
 def widen(ctx, store, field, dtype, lock_timeout, storage_options, backend, dask_scheduler):
     """Rewrite FORMAT field FIELD of STORE with the wider integer TYPE (int16, int32, int64) in one
@@ -556,6 +573,7 @@ def widen(ctx, store, field, dtype, lock_timeout, storage_options, backend, dask
 @lock_option
 @store_options
 @dask_option
+@progress_option
 @click.pass_context
 def purge(ctx, store, grace, inboxes, delete_leftovers, lock_timeout, storage_options, backend,
           dask_scheduler):
@@ -748,6 +766,7 @@ def _column_list(columns: list[int]) -> str:
                    "lists at the fast level.")
 @store_options
 @dask_option
+@progress_option
 @click.pass_context
 def recompress(ctx, store, columns, storage_options, backend, dask_scheduler):
     """Re-encode the chunk columns that removals, redactions and appends wrote at the fast level
@@ -771,16 +790,39 @@ def recompress(ctx, store, columns, storage_options, backend, dask_scheduler):
     click.echo(f"time: {r.seconds:.2f} s")
 
 
+def selection_options(f):
+    """bcftools view's (and vcztools view's) regions, targets, samples and filters."""
+    options = [
+        ("-r", "--regions", "REGIONS", "Only these regions, comma-separated: CHROM, CHROM:POS or "
+         "CHROM:FROM-TO (1-based, inclusive); uses the store's index."),
+        ("-R", "--regions-file", "FILE", "Regions from FILE: CHROM<TAB>FROM<TAB>TO a line."),
+        ("-t", "--targets", "[^]TARGETS", "Like --regions, scanning the records; ^ for all but "
+         "these."),
+        ("-T", "--targets-file", "[^]FILE", "Targets from FILE (as --regions-file)."),
+        ("-s", "--samples", "[^]SAMPLES", "Only these samples, comma-separated, in this order; "
+         "^ for all but these. Withdrawn samples are never shown."),
+        ("-S", "--samples-file", "[^]FILE", "Samples from FILE, one ID a line."),
+        ("-i", "--include", "EXPR", "Only records for which the bcftools expression is true."),
+        ("-e", "--exclude", "EXPR", "Leave out records for which the bcftools expression is true."),
+    ]
+    for short, name, metavar, help_text in reversed(options):
+        f = click.option(short, name, metavar=metavar, default=None, help=help_text)(f)
+    return f
+
+
 @cli.command()
 @click.argument("store")
 @at_option
+@selection_options
 @store_options
 @click.pass_context
-def view(ctx, store, at, storage_options, backend):
-    """Write STORE (or a release, with --at) as VCF on stdout."""
-    from vczstore_dagster.store import write_vcf
+def view(ctx, store, at, storage_options, backend, **selection):
+    """Write STORE (or a release, with --at) as VCF on stdout, restricted to regions, samples and
+    records as `bcftools view` selects them; a sample subset gets its own AC and AN."""
+    from vczstore_dagster.store.view import Selection, write_vcf
 
-    write_vcf(_open(ctx, store, storage_options, backend), sys.stdout, at=at)
+    chosen = Selection.parse(**selection)
+    write_vcf(_open(ctx, store, storage_options, backend), sys.stdout, at=at, selection=chosen)
     sys.stdout.flush()
 
 

@@ -292,6 +292,36 @@ def test_help_lists_every_command():
     assert "--progress / --no-progress" in r.stdout
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's "append:  50%|█████     | 6/12"
+
+
+def test_progress_before_or_after_the_command(tmp_path, vcfs, small_store):
+    """--progress/--no-progress after the command name, overriding the group's; stderr is not a
+    terminal here, so without either the bars are off."""
+    def invoke(*args):
+        result = CliRunner().invoke(cli, list(map(str, args)))
+        assert result.exit_code == 0, (result.stderr, result.exception)
+        return result
+
+    r = invoke("--no-progress", "convert", "--progress", vcfs["b2"], tmp_path / "on.vcz",
+               "--like", small_store)
+    assert PROGRESS_BAR.search(r.stderr), r.stderr
+    r = invoke("--progress", "convert", vcfs["b2"], tmp_path / "off.vcz", "--like", small_store,
+               "--no-progress")
+    assert not PROGRESS_BAR.search(r.stderr), r.stderr
+    r = invoke("convert", vcfs["b2"], tmp_path / "default.vcz", "--like", small_store)
+    assert not PROGRESS_BAR.search(r.stderr), r.stderr
+
+    store = tmp_path / "store"
+    invoke("init", "--no-progress", store, "--from", small_store.parent / "b1.vcz")
+    r = invoke("append", store, tmp_path / "on.vcz", "--progress")
+    assert PROGRESS_BAR.search(r.stderr) and "append" in r.stderr, r.stderr
+    r = invoke("--progress", "remove", "--no-progress", store, testdata.sample_names("B", 6)[0])
+    assert not PROGRESS_BAR.search(r.stderr), r.stderr
+    for command in ("init", "convert", "append", "remove", "widen", "purge", "recompress"):
+        assert "--progress / --no-progress" in invoke(command, "--help").stdout, command
+
+
 # ------------------------------------------------------------------------------------------------
 # The installed console script
 # ------------------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ stays instant.
     tag_release(store, "2026-11")                           # ReleaseResult
     store_info(store, at="2026-11")                         # StoreInfo
     widen_field(store, "call_DP", "int16")                  # WidenResult
+    write_vcf(store, "r.vcf", at="2026-11", selection=Selection(regions=["chr1:1-1000000"]))
+    release_dataset(store, "2026-11")                       # xarray.Dataset, withdrawn samples dropped
 """
 
 from vczstore_dagster.store.append import AppendResult, append_batch
 from vczstore_dagster.store.compatibility import CompatibilityReport, Finding, check_batch
 from vczstore_dagster.store.convert import ConvertResult, convert_vcfs
 from vczstore_dagster.store.create import InitResult, init_store
+from vczstore_dagster.store.dataset import open_release, release_dataset, shown_samples
 from vczstore_dagster.store.errors import (
     AuditError,
     ConcurrentWriteError,
@@ -36,7 +39,7 @@ from vczstore_dagster.store.location import Store, open_store, parse_storage_opt
 from vczstore_dagster.store.plan import NewAllele, VariantPlan
 from vczstore_dagster.store.policy import Thresholds
 from vczstore_dagster.store.release import Release, ReleaseResult, list_releases, tag_release
-from vczstore_dagster.store.view import write_vcf
+from vczstore_dagster.store.view import Selection, write_vcf
 from vczstore_dagster.store.widen import WidenResult, widen_field
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "Release",
     "ReleaseReplacedError",
     "ReleaseResult",
+    "Selection",
     "Store",
     "StoreDamagedError",
     "StoreInfo",
@@ -69,8 +73,11 @@ __all__ = [
     "harmonise_batch",
     "init_store",
     "list_releases",
+    "open_release",
     "open_store",
     "parse_storage_options",
+    "release_dataset",
+    "shown_samples",
     "store_info",
     "tag_release",
     "widen_field",
