@@ -82,7 +82,10 @@ def read_chunk(array, codec, coords, out) -> None:
     else:
         codec.decode(raw, out=out)
         if hasattr(raw, "close"):
-            raw.close()
+            try:
+                raw.close()
+            except BufferError:  # a view the codec made is still alive: unmapped when it goes
+                pass
 
 
 def write_chunk(array, codec, coords, values) -> None:
