@@ -37,7 +37,7 @@ def sites_with_extra_alleles(num_variants: int = NUM_VARIANTS, every: int = 25) 
         for i, site in enumerate(sites)
     ]
 POOL = "vcz_store"
-INSTANCE_CONFIG = "dagster.dev.yaml"
+INSTANCE_CONFIG = "dagster.yaml"
 
 
 def write_example_batches(inbox: pathlib.Path) -> list[str]:
@@ -58,8 +58,6 @@ def write_example_batches(inbox: pathlib.Path) -> list[str]:
 
 def prepare_dagster_home(home: pathlib.Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    # Kept as dagster.dev.yaml: a dagster.yaml in the folder `dg dev` starts from, other than
-    # $DAGSTER_HOME, makes Dagster warn that it is not used.
     shutil.copyfile(REPO_ROOT / INSTANCE_CONFIG, home / "dagster.yaml")
     nux = home / ".nux" / "nux.yaml"
     nux.parent.mkdir(exist_ok=True)

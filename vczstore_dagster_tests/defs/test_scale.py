@@ -29,7 +29,7 @@ def postgres():
 
 
 def test_postgres_variant_differs_from_dagster_yaml_only_in_storage():
-    base = yaml.safe_load((REPO_ROOT / "dagster.dev.yaml").read_text())
+    base = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     variant = yaml.safe_load((REPO_ROOT / "dagster.postgres.yaml").read_text())
     assert set(variant.pop("storage")) == {"postgres"}
     assert variant == base
