@@ -382,39 +382,43 @@ class Bench:
         spread.note = "informational: touches every chunk column, so every chunk is rewritten"
 
     def bench_dask(self):
-        """Remove of one column and the unaligned append, here against a 2-worker Dask cluster
-        on this machine (started once, outside the timings: a running scheduler is the usual
-        case), run by run in turn."""
+        """Remove of one column and the unaligned append, here against a Dask cluster of 1 and
+        of 2 workers on this machine (each started once, outside the timings: a running scheduler
+        is the usual case), run by run in turn."""
         from benchmarks.services import DaskCluster
 
         n, s = self.size.samples_per_batch, self.size.samples_chunk
         self.need("store_b12", "store_unaligned", "batch2_offset")
         runs = self.runs if self.forced_runs else max(self.runs, 3)
-        remove_row = Row("remove 1 sample, 2-worker Dask cluster", Series(),
-                         "remove 1 sample, here (interleaved)", Series(),
-                         note="a LocalCluster of 2 worker processes × 1 thread on this machine")
-        append_row = Row("append, unaligned, 2-worker Dask cluster", Series(),
-                         "append, unaligned, here (interleaved)", Series(),
-                         note="the same cluster; the batch copies and the shared column in tasks")
         ids = [self.ds.sample_id(n + s // 2)]
-        with DaskCluster(2) as cluster:
-            log(f"  Dask cluster at {cluster.address}")
-            for row, cached, op in (
-                    (remove_row, self.ds.store_b12, dict(op="remove", samples=ids)),
-                    (append_row, self.ds.store_unaligned,
-                     dict(op="append", batch=self.ds.batch2_offset))):
-                store, setup = self.store_copy(cached)
-                for i in range(runs):
-                    for label, series, scheduler in (("here", row.baseline, None),
-                                                     ("Dask", row.op, cluster.address)):
-                        kwargs = {k: v for k, v in op.items() if k != "op"}
-                        m = self.measure(f"{op['op']} ({label})", series,
-                                         worker(op["op"], store=store, dask_scheduler=scheduler,
-                                                **kwargs),
-                                         setup=setup, cleanup=[store], run=i, total=runs)
-                        if scheduler is not None:
-                            row.info = m.info
-                self.rows.append(row)
+        for workers in (1, 2):
+            cluster_name = f"{workers}-worker Dask cluster"
+            remove_row = Row(f"remove 1 sample, {cluster_name}", Series(),
+                             "remove 1 sample, here (interleaved)", Series(),
+                             note=f"a LocalCluster of {workers} worker process(es) × 1 thread on "
+                                  "this machine")
+            append_row = Row(f"append, unaligned, {cluster_name}", Series(),
+                             "append, unaligned, here (interleaved)", Series(),
+                             note="the same cluster; the batch copies and the shared column in "
+                                  "tasks")
+            with DaskCluster(workers) as cluster:
+                log(f"  {cluster_name} at {cluster.address}")
+                for row, cached, op in (
+                        (remove_row, self.ds.store_b12, dict(op="remove", samples=ids)),
+                        (append_row, self.ds.store_unaligned,
+                         dict(op="append", batch=self.ds.batch2_offset))):
+                    store, setup = self.store_copy(cached)
+                    for i in range(runs):
+                        for label, series, scheduler in (("here", row.baseline, None),
+                                                         ("Dask", row.op, cluster.address)):
+                            kwargs = {k: v for k, v in op.items() if k != "op"}
+                            m = self.measure(f"{op['op']} ({label}, {workers} worker(s))", series,
+                                             worker(op["op"], store=store,
+                                                    dask_scheduler=scheduler, **kwargs),
+                                             setup=setup, cleanup=[store], run=i, total=runs)
+                            if scheduler is not None:
+                                row.info = m.info
+                    self.rows.append(row)
 
     def bench_purge(self):
         row = Row("purge (redact 1 release, expire, GC)", Series(),

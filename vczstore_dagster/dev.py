@@ -69,9 +69,11 @@ def dagster_command(*args: str) -> list[str]:
 
 
 def dg_dev_command(port: str) -> list[str]:
-    """``dg dev`` (dagster-dg-cli; the project is described by ``[tool.dg]`` in pyproject.toml)."""
-    return [str(pathlib.Path(sys.executable).parent / "dg"), "dev", "--host", "127.0.0.1",
-            "--port", port]
+    """``dg dev`` on the project's ``workspace.yaml``, to be run from DAGSTER_HOME: run from the
+    project folder (dg's default), Dagster warns that the project's ``dagster.yaml`` "will not be
+    used" because DAGSTER_HOME holds the copy that is."""
+    return [str(pathlib.Path(sys.executable).parent / "dg"), "dev", "-w",
+            str(REPO_ROOT / "workspace.yaml"), "--host", "127.0.0.1", "--port", port]
 
 
 def main() -> None:
@@ -84,6 +86,12 @@ def main() -> None:
         print(f"example batches in {inbox}: {', '.join(written) or 'already there'}")
     if not withdrawals.startswith("s3://"):
         pathlib.Path(withdrawals).mkdir(parents=True, exist_ok=True)
+    # Dagster's processes start in DAGSTER_HOME, not here: the defaults under data/ are made
+    # absolute for them.
+    for name, default in (("VCZSTORE_URL", data / "store"), ("VCZSTORE_INBOX", inbox),
+                          ("VCZSTORE_STAGING", data / "staging"),
+                          ("VCZSTORE_WITHDRAWALS", withdrawals)):
+        os.environ.setdefault(name, str(default))
     home = pathlib.Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home").absolute()
     os.environ["DAGSTER_HOME"] = str(home)
     # Dagster's 60 s for a call to the code server failed every run's launch on a loaded 2-core
@@ -96,6 +104,7 @@ def main() -> None:
     # dg warns when the project's .venv is not the active one: make it the active one.
     os.environ["VIRTUAL_ENV"] = sys.prefix
     command = dg_dev_command(port)
+    os.chdir(home)
     os.execv(command[0], command)
 
 

@@ -57,6 +57,9 @@ def test_checks_on_staged_batch_block_and_writers_share_one_pool(project):
         assert assets_def.op.pool == "vcz_store", name
     for job, op in STORE_WRITING_OPS.items():
         assert defs.resolve_job_def(job).graph.node_named(op).definition.pool == "vcz_store", job
+    # Conversions of different batches run side by side: no step of ingest_batch takes a slot.
+    for node in defs.resolve_job_def("ingest_batch").graph.iterate_op_defs():
+        assert node.pool is None, node.name
 
 
 def test_ingest_stages_and_checks_and_append_writes(project):
