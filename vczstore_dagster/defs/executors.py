@@ -2,7 +2,8 @@
 loads (see docs/scale.md):
 
 - ``in_process`` (default): every step in the run's process; fastest for small batches.
-- ``multiprocess``: every step in its own process on the run's machine.
+- ``multiprocess``: every step in its own process on the run's machine, forked from a server that
+  has imported the project (``VCZSTORE_MAX_CONCURRENT_STEPS`` at a time, default one per core).
 - ``k8s``: dagster-k8s' ``k8s_job_executor``, every step a Kubernetes Job in
   ``VCZSTORE_K8S_NAMESPACE``, with the shared volume (a PersistentVolumeClaim,
   ``VCZSTORE_K8S_SHARED_CLAIM``) at ``VCZSTORE_SHARED_PATH`` and the Secret ``VCZSTORE_K8S_SECRET``
@@ -66,6 +67,13 @@ def docker_config() -> dict:
     return config  # the image: the run's own (DAGSTER_CURRENT_IMAGE)
 
 
+def multiprocess_config() -> dict:
+    """Each step in a process forked from a server that has imported Dagster and the project once
+    (Dagster's default, ``spawn``, imports both again in every step: seconds each)."""
+    return {"start_method": {"forkserver": {}},
+            "max_concurrent": int(_setting("VCZSTORE_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 1)))}
+
+
 def step_io_manager() -> dict:
     """Steps in other pods or containers pass their outputs (the conversion's work directory and
     partition numbers) through the shared volume; on one machine, the instance's storage does."""
@@ -80,7 +88,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "multiprocess":
-        return dg.multiprocess_executor
+        return dg.multiprocess_executor.configured(multiprocess_config(), name="multiprocess_executor")
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor
 

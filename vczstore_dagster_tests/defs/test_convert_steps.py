@@ -13,6 +13,7 @@ import pytest
 
 from vczstore_dagster import testdata
 from vczstore_dagster.definitions import build_definitions
+from vczstore_dagster.defs.executors import executor_from_env
 from vczstore_dagster.defs.resources import resources_from_env
 from vczstore_dagster.store import append_batch, convert_vcfs, init_store, open_store
 from vczstore_dagster_tests.defs.conftest import ingest, materializations
@@ -67,11 +68,12 @@ def test_by_default_one_partition_in_the_run_process_and_no_sample_id_kept(proje
 
 
 def convert_job() -> dg.JobDefinition:
-    """staged_batch alone (not its checks: fewer steps), every step in a process of its own; the
-    resources from the environment (the steps' processes build them again)."""
+    """staged_batch alone (not its checks: fewer steps), every step in a process of its own (the
+    project's ``multiprocess`` executor); the resources from the environment (the steps'
+    processes build them again)."""
     job = dg.define_asset_job("convert_in_steps",
                               selection=dg.AssetSelection.assets("staged_batch").without_checks(),
-                              executor_def=dg.multiprocess_executor)
+                              executor_def=executor_from_env())
     defs = dg.Definitions.merge(build_definitions(resources_from_env()), dg.Definitions(jobs=[job]))
     return defs.resolve_job_def("convert_in_steps")
 
@@ -88,6 +90,7 @@ def test_four_partitions_each_a_process_give_the_single_process_batch(project, v
     project.drop_batch("batch-b", [second])
     for name, value in project.env().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("VCZSTORE_EXECUTOR", "multiprocess")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", ["batch-b"])
         with dg.execute_job(dg.reconstructable(convert_job), instance,
