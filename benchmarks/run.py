@@ -541,12 +541,16 @@ class Bench:
                     ready = dev.drop_batch(name, 20, seed=101 + i)
                     done = dev.wait_committed(name, timeout=600)
                     m = row.op.add(data_measurement(done - ready))
-                    times = dev.run_times(name) or {}
+                    runs = dev.run_times(name)
+                    ingest, append = runs.get("ingest_batch", {}), runs.get("append_batch", {})
                     parts = {}
-                    if times.get("creationTime") and times.get("startTime"):
-                        parts = {"sensor": times["creationTime"] - ready,
-                                 "queued": times["startTime"] - times["creationTime"],
-                                 "run": done - times["startTime"]}
+                    if all(r.get(k) for r in (ingest, append) for k in ("startTime", "endTime")):
+                        parts = {"inbox sensor": ingest["creationTime"] - ready,
+                                 "ingest queued": ingest["startTime"] - ingest["creationTime"],
+                                 "ingest run": ingest["endTime"] - ingest["startTime"],
+                                 "append sensor": append["creationTime"] - ingest["endTime"],
+                                 "append queued": append["startTime"] - append["creationTime"],
+                                 "append run": done - append["startTime"]}
                         for k, v in parts.items():
                             phases.setdefault(k, []).append(v)
                     log(f"  {name}: committed {m.seconds:.1f} s after _READY "
@@ -563,7 +567,9 @@ class Bench:
                 f"runs: {', '.join(f'{s:.1f}' for s in row.op.all_seconds)} s"
                 + ("; median phases: " + ", ".join(
                     f"{k} {statistics.median(v):.1f} s" for k, v in phases.items())
-                   + " (sensor: _READY → run created; queued: → run started; run: → commit on main)"
+                   + " (inbox sensor: _READY → ingest_batch run created; queued: created → "
+                   "started; ingest run: → ended; append sensor: → append_batch run created; "
+                   "append run: started → commit on main)"
                    if phases else ""))
         self.rows.append(row)
 

@@ -167,15 +167,18 @@ class DagsterDev:
                             "{ runId jobName status tags { key value } } } } }")
         return (data.get("runsOrError") or {}).get("results") or []
 
-    def run_times(self, partition: str) -> dict | None:
-        """Creation, start and end (epoch seconds) of the partition's latest run."""
-        query = ('{ runsOrError(limit: 1, filter: {tags: [{key: "dagster/partition", value: "%s"}]}) '
-                 "{ ... on Runs { results { runId status creationTime startTime endTime } } } }")
+    def run_times(self, partition: str) -> dict[str, dict]:
+        """Creation, start and end (epoch seconds) of the partition's latest run of each job."""
+        query = ('{ runsOrError(limit: 10, filter: {tags: [{key: "dagster/partition", value: "%s"}]}) '
+                 "{ ... on Runs { results { runId jobName status creationTime startTime endTime } } } }")
         try:
             results = (self.graphql(query % partition).get("runsOrError") or {}).get("results") or []
         except (urllib.error.URLError, OSError, ValueError):
-            return None
-        return results[0] if results else None
+            return {}
+        latest: dict[str, dict] = {}
+        for run in results:  # newest first
+            latest.setdefault(run["jobName"], run)
+        return latest
 
     def committed_batches(self) -> list[str]:
         from vczstore_dagster.store import StoreNotFoundError, open_store
