@@ -69,7 +69,9 @@ class DagsterDev:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)  # dagster dev, its daemon, webserver, code server
+        # Ctrl-C, as an operator stops it: dagster dev shuts its daemon, webserver and code server
+        # down (it sat out SIGTERM until the timeout).
+        os.killpg(self.process.pid, signal.SIGINT)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
