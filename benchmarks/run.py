@@ -403,18 +403,17 @@ class Bench:
                                   "tasks")
             with DaskCluster(workers) as cluster:
                 log(f"  {cluster_name} at {cluster.address}")
-                for row, cached, op in (
-                        (remove_row, self.ds.store_b12, dict(op="remove", samples=ids)),
-                        (append_row, self.ds.store_unaligned,
-                         dict(op="append", batch=self.ds.batch2_offset))):
+                for row, cached, op, kwargs in (
+                        (remove_row, self.ds.store_b12, "remove", dict(samples=ids)),
+                        (append_row, self.ds.store_unaligned, "append",
+                         dict(batch=self.ds.batch2_offset))):
                     store, setup = self.store_copy(cached)
                     for i in range(runs):
                         for label, series, scheduler in (("here", row.baseline, None),
                                                          ("Dask", row.op, cluster.address)):
-                            kwargs = {k: v for k, v in op.items() if k != "op"}
-                            m = self.measure(f"{op['op']} ({label}, {workers} worker(s))", series,
-                                             worker(op["op"], store=store,
-                                                    dask_scheduler=scheduler, **kwargs),
+                            m = self.measure(f"{op} ({label}, {workers} worker(s))", series,
+                                             worker(op, store=store, dask_scheduler=scheduler,
+                                                    **kwargs),
                                              setup=setup, cleanup=[store], run=i, total=runs)
                             if scheduler is not None:
                                 row.info = m.info

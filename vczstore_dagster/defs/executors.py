@@ -3,7 +3,7 @@ loads (see docs/scale.md):
 
 - ``in_process`` (default): every step in the run's process; fastest for small batches.
 - ``multiprocess``: every step in its own process on the run's machine, forked from a server that
-  has imported the project (``VCZSTORE_MAX_CONCURRENT_STEPS`` at a time, default one per core).
+  has imported the project (``VCZSTORE_MAX_CONCURRENT_STEPS`` at a time; Dagster's default: one per core).
 - ``k8s``: dagster-k8s' ``k8s_job_executor``, every step a Kubernetes Job in
   ``VCZSTORE_K8S_NAMESPACE``, with the shared volume (a PersistentVolumeClaim,
   ``VCZSTORE_K8S_SHARED_CLAIM``) at ``VCZSTORE_SHARED_PATH`` and the Secret ``VCZSTORE_K8S_SECRET``
@@ -70,8 +70,10 @@ def docker_config() -> dict:
 def multiprocess_config() -> dict:
     """Each step in a process forked from a server that has imported Dagster and the project once
     (Dagster's default, ``spawn``, imports both again in every step: seconds each)."""
-    return {"start_method": {"forkserver": {}},
-            "max_concurrent": int(_setting("VCZSTORE_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 1)))}
+    config: dict = {"start_method": {"forkserver": {}}}
+    if os.environ.get("VCZSTORE_MAX_CONCURRENT_STEPS"):  # else Dagster's default: one per core
+        config["max_concurrent"] = int(os.environ["VCZSTORE_MAX_CONCURRENT_STEPS"])
+    return config
 
 
 def step_io_manager() -> dict:
