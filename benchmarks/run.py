@@ -562,7 +562,7 @@ class Bench:
         if row.op.runs:
             row.check = lambda op, base, rss: op < DAGSTER_TARGET
             row.note = (row.note + " " if row.note else "") + (
-                "20 samples × 200 variants per batch; sensor interval 5 s, run queue 1 s; "
+                "20 samples × 200 variants per batch; sensors every daemon loop (5 s), run queue 1 s; "
                 f"runs: {', '.join(f'{s:.1f}' for s in row.op.all_seconds)} s"
                 + ("; median phases: " + ", ".join(
                     f"{k} {statistics.median(v):.1f} s" for k, v in phases.items())
