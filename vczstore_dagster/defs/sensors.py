@@ -1,5 +1,6 @@
-"""Sensors: a ready batch in the inbox → ``ingest_batch`` (stage and check); a batch whose checks
-passed → ``append_batch``; a new request file → ``withdraw_samples``.
+"""Sensors: a ready batch in the inbox → ``ingest_batch`` (stage, check, append); a batch staged
+and checked but not appended by its run, or whose append found the store moved on →
+``append_batch`` or ``ingest_batch`` again; a new request file → ``withdraw_samples``.
 
 A batch runs once: ``inbox_sensor`` skips folders that are partitions of ``batches`` already (a
 dismissed batch's partition is removed, so a folder of that name is a new batch again);
@@ -14,7 +15,7 @@ import dagster as dg
 from vczstore_dagster.defs import partitions
 from vczstore_dagster.defs.assets.store import MOVED_ON
 from vczstore_dagster.defs.assets.withdrawals import REQUEST_SUFFIX
-from vczstore_dagster.defs.checks import CONCERNS, load_settings
+from vczstore_dagster.defs.checks import all_passed, load_settings, verdicts_in_run
 from vczstore_dagster.defs.inbox import READY_MARKER, batch_folders, describe_batch
 from vczstore_dagster.defs.jobs import append_batch, ingest_batch, withdraw_samples
 from vczstore_dagster.defs.partitions import printable, unsafe_key_reason
@@ -65,7 +66,7 @@ def _result(context, partitions_def, new: list[str], seen: set[str] | None, note
     description=(
         f"A batch is a folder in the inbox holding VCF file(s) or one VCZ, ready once it holds "
         f"{READY_MARKER}. Each ready batch becomes a partition of 'batches' and one ingest_batch run "
-        "(stage and check). While no store exists, one batch at a time: the first creates it."
+        "(stage, check, append). While no store exists, one batch at a time: the first creates it."
     ),
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource,
@@ -120,7 +121,7 @@ def _on_its_way(instance, batch: str) -> bool:
     if not runs:
         return False
     run = runs[0]
-    return not run.is_finished or (run.job_name == ingest_batch.name and run.is_success)
+    return not run.is_finished or (run.is_success and batch in _unappended_batches(instance, run.run_id))
 
 
 def _events(instance, run_id: str, event_type) -> list:
@@ -128,17 +129,17 @@ def _events(instance, run_id: str, event_type) -> list:
             instance.get_records_for_run(run_id, of_type=event_type, limit=1000).records]
 
 
-def _checked_batches(instance, run_id: str) -> list[str]:
-    """Batches this run staged whose blocking checks all passed in the same run."""
+def _unappended_batches(instance, run_id: str) -> list[str]:
+    """Batches this run staged and whose checks all passed in it, but for which it did not run
+    ``vcz_store`` (``staged_batch`` materialized alone, from the UI)."""
     staged = {e.partition for e in _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
               if e.asset_key == dg.AssetKey("staged_batch")}
-    verdicts: dict[str, dict[str, bool]] = {}
-    for event in _events(instance, run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = event.event_specific_data
-        if evaluation.asset_key == dg.AssetKey("staged_batch"):
-            verdicts.setdefault(evaluation.partition, {})[evaluation.check_name] = evaluation.passed
-    return sorted(b for b in staged
-                  if set(verdicts.get(b, {})) >= set(CONCERNS) and all(verdicts[b].values()))
+    planned = {e.asset_key for e in
+               _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)}
+    if dg.AssetKey("vcz_store") in planned:
+        return []
+    verdicts = verdicts_in_run(instance, run_id)
+    return sorted(b for b in staged if all_passed(verdicts.get(b, {})))
 
 
 def _recheck_config(staging: StagingResource, store: VczStoreResource, batch: str) -> dict:
@@ -155,10 +156,11 @@ def _recheck_config(staging: StagingResource, store: VczStoreResource, batch: st
     minimum_interval_seconds=INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "After a run that staged batch B and whose blocking checks on staged_batch[B] all passed "
-        "(ingest_batch, or a re-materialization from the UI), requests append_batch for B. A "
-        "refused batch is never appended: it stays refused at staged_batch. When an append found "
-        "the store changed since B was checked and B no longer fitting it, B is checked again."
+        "After a run that staged batch B, whose checks on staged_batch[B] all passed, and that "
+        "did not append it (staged_batch materialized alone from the UI), requests append_batch "
+        "for B. A refused batch is never appended: it stays refused at staged_batch. When an "
+        "append found the store changed since B was checked and B no longer fitting it, B is "
+        "checked again (ingest_batch)."
     ),
 )
 def append_sensor(context: dg.RunStatusSensorContext, staging: StagingResource,
@@ -166,15 +168,15 @@ def append_sensor(context: dg.RunStatusSensorContext, staging: StagingResource,
     run = context.dagster_run
     requests = [dg.RunRequest(job_name=append_batch.name, partition_key=batch,
                               run_key=f"append:{run.run_id}:{batch}")
-                for batch in _checked_batches(context.instance, run.run_id)]
+                for batch in _unappended_batches(context.instance, run.run_id)]
     batch = run.tags.get("dagster/partition")
-    if run.job_name == append_batch.name and run.tags.get(MOVED_ON) and batch:
+    if run.tags.get(MOVED_ON) and batch:
         requests.append(dg.RunRequest(job_name=ingest_batch.name, partition_key=batch,
                                       run_key=f"recheck:{run.run_id}",
                                       run_config=_recheck_config(staging, store, batch),
                                       tags={"vczstore/recheck_of": run.run_id}))
-    return requests or dg.SkipReason(f"run {run.run_id[:8]} ({run.job_name}) staged no batch "
-                                     "whose checks all passed")
+    return requests or dg.SkipReason(f"run {run.run_id[:8]} ({run.job_name}) left no checked "
+                                     "batch to append and no batch to check again")
 
 
 @dg.sensor(

@@ -34,7 +34,7 @@ from vczstore_dagster.store.errors import (
     VczStoreError,
 )
 from vczstore_dagster.store.harmonise import harmonise_batch
-from vczstore_dagster.store.inspect import StoreInfo, store_info
+from vczstore_dagster.store.inspect import SampleAxisAudit, StoreInfo, audit_sample_axis, store_info
 from vczstore_dagster.store.location import Store, open_store, parse_storage_options
 from vczstore_dagster.store.plan import NewAllele, VariantPlan
 from vczstore_dagster.store.policy import Thresholds
@@ -79,6 +79,8 @@ __all__ = [
     "release_dataset",
     "shown_samples",
     "store_info",
+    "audit_sample_axis",
+    "SampleAxisAudit",
     "tag_release",
     "widen_field",
     "write_vcf",

@@ -79,3 +79,29 @@ def _store_info(store, at: str | None) -> StoreInfo:
         last_commit_time=when,
         fast_level=fast_level_report(group, ledger.fast_level_columns),
     )
+
+
+@dataclasses.dataclass
+class SampleAxisAudit:
+    """Main read again: the arrays whose sample axis is not the store's sample count."""
+
+    snapshot_id: str | None
+    num_samples: int
+    num_arrays: int
+    mismatched: dict[str, int]
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatched
+
+
+def audit_sample_axis(store) -> SampleAxisAudit:
+    """What an append's audit checks first, on main as it stands: every sample array holds
+    ``sample_id``'s count of samples."""
+    group = store.readonly_group()
+    expected = schema.num_samples(group)
+    arrays = schema.sample_arrays(group)
+    mismatched = {name: int(array.shape[schema.sample_axis(array)]) for name, array in arrays.items()
+                  if array.shape[schema.sample_axis(array)] != expected}
+    snapshot = store.readonly_session().snapshot_id if store.backend == "icechunk" else None
+    return SampleAxisAudit(snapshot, expected, len(arrays), mismatched)

@@ -98,14 +98,28 @@ def project(tmp_path) -> Project:
 
 @dataclasses.dataclass
 class Runs:
-    """The runs a batch goes through: ``ingest_batch``, then ``append_batch`` when
-    ``append_sensor``'s rule (every blocking check passed in the ingest run) says so."""
+    """The runs a batch went through (``ingest_batch``, and any run after it)."""
 
     results: list
+    instance: object = None
 
     @property
     def success(self) -> bool:
+        """The batch is in the store: every run succeeded and one appended it."""
+        return self.finished and self.appended
+
+    @property
+    def finished(self) -> bool:
+        """Every run ended well (a refused batch's run does: it appends nothing)."""
         return all(r.success for r in self.results)
+
+    @property
+    def refused(self) -> str | None:
+        """The checks that refused the batch (the run's ``vczstore/refused`` tag)."""
+        from vczstore_dagster.defs.checks import REFUSED
+
+        tags = [self.instance.get_run_by_id(r.run_id).tags.get(REFUSED) for r in self.results]
+        return next((t for t in tags if t), None)
 
     @property
     def run_ids(self) -> set[str]:
@@ -113,7 +127,8 @@ class Runs:
 
     @property
     def appended(self) -> bool:
-        return len(self.results) > 1
+        return any(e.materialization.asset_key == dg.AssetKey("vcz_store")
+                   for e in self.get_asset_materialization_events())
 
     def get_asset_materialization_events(self):
         return [e for r in self.results for e in r.get_asset_materialization_events()]
@@ -127,19 +142,13 @@ class Runs:
 
 
 def ingest(defs: dg.Definitions, instance, batch_id: str, config: dict | None = None) -> Runs:
-    """Run ``ingest_batch`` for one batch in-process, as the inbox sensor's run would, then
-    ``append_batch`` if ``append_sensor`` would request it (its own rule, on the same instance)."""
-    from vczstore_dagster.defs.sensors import _checked_batches
-
+    """Run ``ingest_batch`` (stage, check, append) for one batch in-process, as the inbox
+    sensor's run would."""
     instance.add_dynamic_partitions("batches", [batch_id])
     run_config = {"ops": {"staged_batch": {"config": config}}} if config else None
-    staged = defs.resolve_job_def("ingest_batch").execute_in_process(
-        partition_key=batch_id, instance=instance, raise_on_error=False, run_config=run_config)
-    if not staged.success or batch_id not in _checked_batches(instance, staged.run_id):
-        return Runs([staged])
-    appended = defs.resolve_job_def("append_batch").execute_in_process(
-        partition_key=batch_id, instance=instance, raise_on_error=False)
-    return Runs([staged, appended])
+    return Runs([defs.resolve_job_def("ingest_batch").execute_in_process(
+        partition_key=batch_id, instance=instance, raise_on_error=False, run_config=run_config)],
+        instance)
 
 
 def tag(defs: dg.Definitions, instance, name: str | None = None, message: str | None = None,

@@ -22,6 +22,6 @@ def test_dagster_home_has_the_instance_config_and_no_welcome_popup(tmp_path):
     prepare_dagster_home(home)
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     assert config["telemetry"] == {"enabled": False}
-    assert config["concurrency"]["pools"]["granularity"] == "run"
+    assert config["concurrency"]["pools"]["granularity"] == "op"
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
     assert (home / ".nux" / "nux.yaml").exists()

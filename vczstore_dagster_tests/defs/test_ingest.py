@@ -44,8 +44,8 @@ def test_first_batch_creates_the_store_and_a_good_batch_appends(project, vcf_bat
     assert store_meta["fast_path"] is True  # staged in the store's schema and sample grid
     assert 0 < store_meta["duration_seconds"] < elapsed  # the append, within the whole run
     checks = check_evaluations(appended)
-    assert set(checks) == {"variants_match_store", "fields_match_store", "samples_are_new",
-                           "store_consistent"}
+    assert set(checks) == {"batch_is_readable", "variants_match_store", "fields_match_store",
+                           "samples_are_new", "store_consistent"}
     assert all(e.passed for e in checks.values())
     assert {e.partition for e in checks.values()} == {"batch-b"}
 
@@ -74,15 +74,17 @@ def test_bad_batch_fails_variants_match_store_and_leaves_the_store_unchanged(
         assert failed.partition == "other-panel"
         assert "variant" in failed.description
         assert checks["samples_are_new"].passed
-        # The refusal is the batch's: the store was never planned in the refused run, so no
-        # partition of vcz_store is failed (Dagster counts a partition failed when a failed run
-        # planned it); staged_batch[other-panel] is materialized, with its failed check.
-        assert result.appended is False
-        [staged_run] = result.results
+        # The refusal is the batch's: the run that planned vcz_store[other-panel] ended well
+        # and appended nothing, so no partition of vcz_store is failed (Dagster counts a
+        # partition failed when a failed run planned it); staged_batch[other-panel] is
+        # materialized, with its failed check.
+        assert result.appended is False and result.finished
+        assert result.refused == "variants_match_store"
+        [run] = result.results
         planned = instance.get_records_for_run(
-            staged_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
         assert {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in planned} == {
-            "incoming_batch", "staged_batch"}
+            "incoming_batch", "staged_batch", "vcz_store"}
         status = instance.get_status_by_partition(
             dg.AssetKey("vcz_store"), ["good", "other-panel"], batches
         )

@@ -1,6 +1,7 @@
-"""The refusals of issue 11 through Dagster: each bad batch dropped in the inbox fails its blocking
-check (or its staged asset) with a readable reason, ``vcz_store`` is not materialized, and the store
-is byte for byte unchanged; run config on ``staged_batch`` lowers a threshold or allows new
+"""The refusals of issue 11 through Dagster: each bad batch dropped in the inbox fails one check on
+``staged_batch`` with a readable reason (``batch_is_readable`` when it cannot even be converted),
+its run ends well and is tagged refused, ``vcz_store[B]`` is neither materialized nor failed, and
+the store is byte for byte unchanged; run config on ``staged_batch`` lowers a threshold or allows new
 alleles for one run. One real SQLite instance and one store for the module."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import zarr
 
 from vczstore_dagster import testdata
+from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.store import open_store, schema
 from vczstore_dagster_tests.defs.conftest import Project, check_evaluations, materializations
 from vczstore_dagster_tests.defs.conftest import ingest as ingest_runs
@@ -96,6 +98,19 @@ def _garbage(vcf_batch):
     return drop
 
 
+def _not_a_vcf(project, name):
+    """Bytes that are no VCF at all, under a VCF's name: even the header cannot be read."""
+    folder = project.inbox / name
+    folder.mkdir()
+    (folder / "calls.vcf.gz").write_bytes(bytes(range(256)) * 40)
+    (folder / "_READY").touch()
+
+
+def _no_sample_array(path):
+    shutil.rmtree(path / "sample_id")
+    zarr.consolidate_metadata(str(path))
+
+
 def _new_alt():
     i = next(i for i, s in enumerate(SITES) if len(s.alts) == 1 and len(s.ref) == 1)
     other = next(b for b in "ACGT" if b != SITES[i].ref and b not in SITES[i].alts)
@@ -119,7 +134,10 @@ CASES = {
     "no-samples": (lambda vb: _sites_only, "samples_are_new", [r"no samples"]),
     "damaged-chunk": (lambda vb: _vcz(vb, _truncate_a_chunk), "fields_match_store",
                       [r"chunk c/0/1/0 of array call_AD cannot be read"]),
-    "garbage": (_garbage, "staged_batch", [r"cannot be read as VCF: .*BGZF"]),
+    "garbage": (_garbage, "batch_is_readable", [r"cannot be read as VCF: .*BGZF"]),
+    "not-a-vcf": (lambda vb: _not_a_vcf, "batch_is_readable", [r"calls.vcf.gz: cannot be read as VCF"]),
+    "no-sample-array": (lambda vb: _vcz(vb, _no_sample_array), "batch_is_readable",
+                        [r"part.vcz: its sample_id array cannot be read as a VCZ"]),
 }
 
 
@@ -129,17 +147,20 @@ def test_bad_batch_is_refused_and_the_store_is_unchanged(world, vcf_batch, name)
     drop(vcf_batch)(world.project, name)
     before = tree_digest(world.project.store_url)
     result = ingest(world, name)
-    assert not result.success
-    assert "vcz_store" not in materializations(result)
-    if failed == "staged_batch":
-        failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
-        reason = " ".join(failures)
-    else:
-        check = check_evaluations(result)[failed]
-        assert not check.passed and check.partition == name
-        reason = check.description
-        assert all(e.passed for c, e in check_evaluations(result).items() if c != failed), \
-            {c: e.description for c, e in check_evaluations(result).items()}
+    assert result.finished and not result.appended and result.refused == failed
+    [run_id] = result.run_ids
+    assert world.instance.get_run_by_id(run_id).tags["vczstore/refused"] == failed
+    statuses = world.instance.get_status_by_partition(dg.AssetKey("vcz_store"), [name], batches)
+    assert statuses[name] is None  # planned in the run, neither materialized nor failed
+    check = check_evaluations(result)[failed]
+    assert not check.passed and check.partition == name
+    reason = check.description
+    assert all(e.passed for c, e in check_evaluations(result).items() if c != failed), \
+        {c: e.description for c, e in check_evaluations(result).items()}
+    # The store's audit shows the store as it stands, not a check that did not run.
+    audit = check_evaluations(result)["store_consistent"]
+    assert audit.passed and audit.partition == name
+    assert audit.description.startswith(f"nothing written: batch {name} ")
     for w in words:
         assert re.search(w, reason), (w, reason)
     assert PREFIX not in reason

@@ -13,13 +13,25 @@ from vczstore_dagster.defs.assets.conversion import (
     begin_conversion,
     convert_in_partitions,
     finish_conversion,
+    refusal,
+    refusing,
 )
-from vczstore_dagster.defs.checks import BatchChecksConfig, coverage_metadata, save_settings
+from vczstore_dagster.defs.checks import (
+    READABLE,
+    REFUSED,
+    BatchChecksConfig,
+    coverage_metadata,
+    refusal_text,
+    refused_evaluation,
+    save_settings,
+    store_unchanged,
+)
 from vczstore_dagster.defs.inbox import describe_batch
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcf_sample_ids, vcz_sample_ids
 from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
 from vczstore_dagster.store import harmonise_batch
+from vczstore_dagster.store.errors import InvalidInputError
 from vczstore_dagster.store.planner import plan_variants
 
 SHOWN_FILES = 50
@@ -57,7 +69,8 @@ def _files_table(files: list[dict]) -> str:
     kinds={"vcf"},
     owners=OWNERS,
     tags={"layer": "batch"},
-    description="A batch in the inbox: its VCF files (or one VCZ), sizes, checksums and sample count.",
+    description="A batch in the inbox: its VCF files (or one VCZ), sizes, checksums and sample count "
+                "(-1 when its header cannot be read).",
 )
 def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> dg.MaterializeResult:
     batch_id = context.partition_key
@@ -66,11 +79,16 @@ def incoming_batch(context: dg.AssetExecutionContext, inbox: InboxResource) -> d
         raise dg.Failure(f"inbox folder {batch_id} {folder.problem}")
     files = [f for f in _inventory(inbox, batch_id) if f["path"] != "_READY"]
     fs = inbox.filesystem()
-    if folder.vcz:
-        num_samples = len(vcz_sample_ids(*inbox.zarr_location(batch_id, folder.vcz)))
-    else:
-        with fs.open(inbox.path(batch_id, folder.vcfs[0]), "rb") as f:
-            num_samples = len(vcf_sample_ids(f))
+    try:
+        if folder.vcz:
+            num_samples = len(vcz_sample_ids(*inbox.zarr_location(batch_id, folder.vcz)))
+        else:
+            with fs.open(inbox.path(batch_id, folder.vcfs[0]), "rb") as f:
+                num_samples = len(vcf_sample_ids(f))
+    except Exception as exc:  # noqa: BLE001 - its conversion refuses it, with the reason
+        context.log.warning(f"the sample IDs of batch {batch_id} cannot be read "
+                            f"({type(exc).__name__}): staged_batch will say why")
+        num_samples = -1
     batch_digest = hashlib.sha256(
         "".join(f"{f['path']}\0{f['sha256']}\n" for f in files).encode()
     ).hexdigest()
@@ -96,10 +114,21 @@ def _plan_metadata(plan) -> dict:
             **coverage_metadata(plan)}
 
 
-def _stage_vcz(context, vcz, target, like):
+def _vcz_ids(vcz) -> list[str]:
+    try:
+        return vcz_sample_ids(vcz)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader met, it is not a readable VCZ
+        raise InvalidInputError(f"{vcz.name}: its sample_id array cannot be read as a VCZ "
+                                f"({type(exc).__name__})") from exc
+
+
+def _stage_vcz(context, work, vcz, target, like):
     """A VCZ batch is harmonised to the store's variants and sample grid when it can be;
-    otherwise it is staged as it came and the blocking checks say why it does not fit."""
-    ids = vcz_sample_ids(vcz)
+    otherwise it is staged as it came and the blocking checks say why it does not fit. None
+    when it cannot be read (the refusal is written in ``work``)."""
+    ids = refusing(context, work, "reading the batch", _vcz_ids, vcz)
+    if ids is None:
+        return None
     metadata = {"converted": False, "num_samples": len(ids)}
     if like is not None:
         try:
@@ -152,8 +181,10 @@ def stage_fetch(context: dg.OpExecutionContext, config: ConversionConfig, inbox:
                                 target, config.partitions or staging.convert_partitions, store)
 
 
-@dg.op(description="The staged batch's metadata: what converting (or harmonising) it did, its "
-                   "coverage of the store's sites, and the settings its checks apply.")
+@dg.op(out=dg.Out(is_required=False),
+       description="The staged batch's metadata: what converting (or harmonising) it did, its "
+                   "coverage of the store's sites, and the settings its checks apply. A batch "
+                   "that cannot be read is not staged: its batch_is_readable check fails.")
 def stage_finish(
     context: dg.OpExecutionContext,
     config: BatchChecksConfig,
@@ -171,9 +202,17 @@ def stage_finish(
     like = store.open_if_exists()
 
     if folder.vcz:
-        metadata, schema = _stage_vcz(context, source / folder.vcz, target, like)
+        staged = _stage_vcz(context, work, source / folder.vcz, target, like)
     else:
-        metadata, schema, harmonisation = finish_conversion(context, work, target, like)
+        staged = None if refusal(work) else finish_conversion(context, work, target, like)
+    if staged is None:
+        _refuse_unreadable(context, store, batch_id, refusal(work), settings)
+        shutil.rmtree(source, ignore_errors=True)
+        return
+    if folder.vcz:
+        metadata, schema = staged
+    else:
+        metadata, schema, harmonisation = staged
         metadata.update(_plan_metadata(harmonisation))
     if like is not None and "site_coverage" not in metadata:  # staged as it came: plan it here
         metadata.update(_plan_metadata(_plan_of(like, target)))
@@ -182,6 +221,17 @@ def stage_finish(
     metadata["schema"] = schema
     metadata["path"] = str(target)
     yield dg.Output(None, metadata=metadata)
+
+
+def _refuse_unreadable(context, store, batch_id: str, reason: str, settings: dict) -> None:
+    """The checks and vcz_store are skipped (nothing staged): their verdicts are given here."""
+    context.log_event(refused_evaluation(READABLE, refusal_text(reason), batch_id, settings))
+    unchanged = store_unchanged(store, f"nothing written: batch {batch_id} cannot be read", batch_id)
+    if unchanged is not None:
+        context.log_event(unchanged)
+    context.instance.add_run_tags(context.run.run_id, {REFUSED: READABLE})
+    context.log.error(f"batch {batch_id} cannot be read: nothing was staged, nothing will be "
+                      "appended (see staged_batch's batch_is_readable check)")
 
 
 class StagedBatchConfig(BatchChecksConfig, ConversionConfig):

@@ -10,14 +10,24 @@ Every step works in the batch's work directory in the staging area (bio2zarr wri
 directories only): steps on several machines need it on a shared volume. What passes between steps
 is that directory's path and partition numbers; logs and metadata carry counts, never a sample ID
 (errors are redacted against the batch's sample IDs).
+
+A batch that cannot be read (the engine's ``InvalidInputError``: a VCF htslib or bio2zarr cannot
+read, values that do not encode) is refused, not failed: the step that met it writes the reason in
+the work directory and ends well, the later steps do nothing, and ``stage_finish`` reports the
+failed ``batch_is_readable`` check and stages nothing. A failed step would fail the run, and with
+it ``vcz_store[B]``, planned in the same run: the store would look broken by a bad batch.
 """
+
+import json
+import pathlib
 
 import dagster as dg
 from pydantic import Field
 
-from vczstore_dagster.defs.privacy import call_engine, redact, vcf_sample_ids
+from vczstore_dagster.defs.privacy import EngineFailure, call_engine, redact, vcf_sample_ids
 from vczstore_dagster.defs.resources import VczStoreResource
 from vczstore_dagster.store import convert
+from vczstore_dagster.store.errors import InvalidInputError
 
 
 class ConversionConfig(dg.Config):
@@ -26,6 +36,29 @@ class ConversionConfig(dg.Config):
         description="Convert the batch's VCFs in this many partitions, each a step of its own "
                     "(default: the staging resource's convert_partitions, from "
                     "VCZSTORE_CONVERT_PARTITIONS, 1 unless set).")
+
+
+REFUSAL_FILE = "refused.json"
+
+
+def refusal(work) -> str | None:
+    """Why the batch in ``work`` cannot be read, if a step found it so."""
+    path = pathlib.Path(work) / REFUSAL_FILE
+    return json.loads(path.read_text())["reason"] if path.exists() else None
+
+
+def refusing(context, work, what: str, fn, /, *args, sample_ids=(), **kwargs):
+    """``call_engine(what, fn, ...)``; an input the engine cannot read is written down as the
+    batch's refusal (None is returned) instead of failing the step."""
+    try:
+        return call_engine(what, fn, *args, sample_ids=sample_ids, **kwargs)
+    except EngineFailure as failure:
+        if failure.error_type != "InvalidInputError":
+            raise
+        pathlib.Path(work).mkdir(parents=True, exist_ok=True)
+        (pathlib.Path(work) / REFUSAL_FILE).write_text(json.dumps({"reason": failure.description}))
+        context.log.error(f"{failure.description}: the batch is refused")
+        return None
 
 
 def _size(n: int) -> str:
@@ -38,22 +71,36 @@ def begin_conversion(context, vcfs, work, target, partitions: int, store: VczSto
     """``stage_fetch``'s outputs for VCF files: the work directory, and one dynamic output per
     explode partition. One partition is converted right here, steps fanned out for nothing cost
     more than they give: the steps after it find the conversion finished."""
-    with open(vcfs[0], "rb") as f:
-        sample_ids = vcf_sample_ids(f)
-    if partitions == 1:
-        call_engine("converting the batch", convert.convert_vcfs, vcfs, target,
-                    like=store.open_if_exists(), thresholds=None, own_schema_if_misfit=True,
-                    work=work, sample_ids=sample_ids)
-        context.log.info(f"converted {len(vcfs)} VCF file(s) in this step (1 partition)")
+    sample_ids = refusing(context, work, "reading the batch's VCF header", _header_ids, vcfs[0])
+    if sample_ids is None:
         yield dg.Output(str(work), "work")
         return
-    plan = call_engine("reading the batch's VCFs", convert.begin, vcfs, work, partitions=partitions,
-                       sample_ids=sample_ids)
+    if partitions == 1:
+        if refusing(context, work, "converting the batch", convert.convert_vcfs, vcfs, target,
+                    like=store.open_if_exists(), thresholds=None, own_schema_if_misfit=True,
+                    work=work, sample_ids=sample_ids):
+            context.log.info(f"converted {len(vcfs)} VCF file(s) in this step (1 partition)")
+        yield dg.Output(str(work), "work")
+        return
+    plan = refusing(context, work, "reading the batch's VCFs", convert.begin, vcfs, work,
+                    partitions=partitions, sample_ids=sample_ids)
+    if plan is None:
+        yield dg.Output(str(work), "work")
+        return
     context.log.info(f"converting {len(vcfs)} VCF file(s) of {plan.num_samples} samples in "
                      f"{plan.num_partitions} explode partition(s) (asked for {partitions})")
     yield dg.Output(str(work), "work", metadata={"explode_partitions": plan.num_partitions})
     for j in range(plan.num_partitions):
         yield dg.DynamicOutput(j, mapping_key=str(j), output_name="partitions")
+
+
+def _header_ids(vcf) -> list[str]:
+    try:
+        with open(vcf, "rb") as f:
+            return vcf_sample_ids(f)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader met, the file is not a VCF
+        raise InvalidInputError(f"{pathlib.Path(vcf).name}: its VCF header cannot be read "
+                                f"({type(exc).__name__})") from exc
 
 
 def _partition_output(context, kind: str, result) -> dg.Output:
@@ -69,9 +116,9 @@ def _partition_output(context, kind: str, result) -> dg.Output:
 
 @dg.op(description="Read one explode partition of the batch's VCFs into bio2zarr's ICF.")
 def explode_partition(context: dg.OpExecutionContext, work: str, partition: int) -> dg.Output[int]:
-    result = call_engine(f"reading explode partition {partition}", convert.explode_partition,
-                         work, partition, sample_ids=convert.sample_ids(work))
-    return _partition_output(context, "explode", result)
+    result = refusing(context, work, f"reading explode partition {partition}",
+                      convert.explode_partition, work, partition, sample_ids=convert.sample_ids(work))
+    return _partition_output(context, "explode", result) if result else dg.Output(partition)
 
 
 @dg.op(out={"work": dg.Out(str), "partitions": dg.DynamicOut(int)},
@@ -79,11 +126,15 @@ def explode_partition(context: dg.OpExecutionContext, work: str, partition: int)
                    "variant chunks) and estimate the memory each one needs.")
 def plan_encoding(context: dg.OpExecutionContext, work: str, exploded: list[int],
                   store: VczStoreResource):
-    if not convert.begun(work) or convert.finished(work):  # a VCZ batch, or one partition
+    if not convert.begun(work) or convert.finished(work) or refusal(work):
+        yield dg.Output(work, "work")  # a VCZ batch, one partition, or a batch refused already
+        return
+    plan = refusing(context, work, "planning the encoding", convert.plan_encoding, work,
+                    store.open_if_exists(), own_schema_if_misfit=True,
+                    sample_ids=convert.sample_ids(work))
+    if plan is None:
         yield dg.Output(work, "work")
         return
-    plan = call_engine("planning the encoding", convert.plan_encoding, work, store.open_if_exists(),
-                       own_schema_if_misfit=True, sample_ids=convert.sample_ids(work))
     schema = "the store's schema" if plan.store_schema else "its own schema"
     context.log.info(f"{len(exploded)} explode partition(s) done; encoding {plan.num_variants} "
                      f"variants in {schema}, in {plan.num_partitions} partition(s), each needing "
@@ -98,9 +149,11 @@ def plan_encoding(context: dg.OpExecutionContext, work: str, exploded: list[int]
 
 @dg.op(description="Encode one partition (whole variant chunks) of the batch.")
 def encode_partition(context: dg.OpExecutionContext, work: str, partition: int) -> dg.Output[int]:
-    result = call_engine(f"encoding partition {partition}", convert.encode_partition, work,
-                         partition, own_schema_if_misfit=True,
-                         sample_ids=convert.sample_ids(work))
+    result = refusing(context, work, f"encoding partition {partition}", convert.encode_partition,
+                      work, partition, own_schema_if_misfit=True,
+                      sample_ids=convert.sample_ids(work))
+    if result is None:
+        return dg.Output(partition)
     if result.misfit:
         context.log.warning(f"partition {partition} does not fit the store's schema: the batch "
                             "is encoded again in its own when it is staged")
@@ -117,10 +170,12 @@ def convert_in_partitions(work, partitions):
 
 def finish_conversion(context, work, target, like):
     """Finalise the partitions into the staged batch (harmonised to the store when encoded in its
-    schema): (metadata, which schema it has, the harmonisation plan)."""
+    schema): (metadata, which schema it has, the harmonisation plan), or None when refused."""
     sample_ids = convert.sample_ids(work)
-    result = call_engine("converting the batch", convert.finish, work, target, like,
-                         thresholds=None, own_schema_if_misfit=True, sample_ids=sample_ids)
+    result = refusing(context, work, "converting the batch", convert.finish, work, target, like,
+                      thresholds=None, own_schema_if_misfit=True, sample_ids=sample_ids)
+    if result is None:
+        return None
     if like is None:
         schema = "its own (no store yet: it will create it)"
     elif result.misfit:

@@ -8,7 +8,14 @@ import dagster as dg
 from vczstore_dagster.defs.assets import GROUP, OWNERS
 from vczstore_dagster.defs.assets.batches import staged_batch
 from vczstore_dagster.defs.assets.summary import record_summary
-from vczstore_dagster.defs.checks import load_settings, partitioned_check_spec
+from vczstore_dagster.defs.checks import (
+    REFUSED,
+    STORE_CONSISTENT,
+    load_settings,
+    partitioned_check_spec,
+    store_unchanged,
+    verdicts_in_run,
+)
 from vczstore_dagster.defs.partitions import batches
 from vczstore_dagster.defs.privacy import EngineFailure, call_engine, vcz_sample_ids
 from vczstore_dagster.defs.resources import InboxResource, StagingResource, VczStoreResource
@@ -16,14 +23,16 @@ from vczstore_dagster.store import append_batch, init_store, store_info
 
 POOL = "vcz_store"
 MOVED_ON = "vczstore/store_moved_on"
-"""Tag of an append run that found the store changed since the batch was checked, and the batch
-no longer fitting it: it appended nothing, and ``append_sensor`` has the batch checked again."""
+"""Tag of a run that found the store changed since the batch was checked, and the batch no longer
+fitting it: it appended nothing, and ``append_sensor`` has the batch checked again."""
 
-STORE_CONSISTENT = "store_consistent"
 STORE_CONSISTENT_DESCRIPTION = (
     "The commit's audit: every sample array has the expected length, the existing sample IDs are "
     "unchanged and the appended ones are the batch's. main moves only when it passes."
 )
+
+
+CONSISTENT_OUTPUT = dg.AssetCheckSpec(STORE_CONSISTENT, asset="vcz_store").get_python_identifier()
 
 
 def cluster_metadata(work) -> dict:
@@ -42,6 +51,14 @@ def _consistent(passed: bool, description: str, **metadata) -> dg.AssetCheckResu
         description=description,
         metadata=metadata,
     )
+
+
+def _unchanged(store: VczStoreResource, batch_id: str, why: str):
+    """``store_consistent`` when this step wrote nothing (see ``checks.store_unchanged``)."""
+    evaluation = store_unchanged(store, why, batch_id)
+    if evaluation is not None:
+        yield evaluation
+    yield dg.Output(None, output_name=CONSISTENT_OUTPUT)
 
 
 def _create(store: VczStoreResource, path, batch_id: str, sample_ids, started: float):
@@ -120,14 +137,25 @@ def _append(existing, path, batch_id: str, sample_ids, started: float, settings,
     check_specs=[partitioned_check_spec(STORE_CONSISTENT, "vcz_store", STORE_CONSISTENT_DESCRIPTION)],
     description=(
         "The cohort's store with batch B appended: one commit on a temporary branch, audited, then "
-        "published to main by compare-and-swap. The first batch creates the store. Run by "
-        "append_batch once staged_batch[B] passed its checks (append_sensor requests it). Then "
-        "the batch's inbox folder and staged copy are deleted: the store holds it."
+        "published to main by compare-and-swap. The first batch creates the store. Runs in "
+        "ingest_batch after staged_batch[B]'s checks, and appends nothing when one failed (the "
+        "run is tagged vczstore/refused; the batch's check says why). Then the batch's inbox "
+        "folder and staged copy are deleted: the store holds it."
     ),
 )
 def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource,
               staging: StagingResource, inbox: InboxResource):
     batch_id = context.partition_key
+    failed = sorted(name for name, passed in
+                    verdicts_in_run(context.instance, context.run.run_id).get(batch_id, {}).items()
+                    if not passed)
+    if failed:
+        context.log.error(f"batch {batch_id} is refused by {', '.join(failed)} (see staged_batch's "
+                          "checks for the reason and the remedy): nothing was appended")
+        context.instance.add_run_tags(context.run.run_id, {REFUSED: ",".join(failed)})
+        yield from _unchanged(store, batch_id, f"nothing written: batch {batch_id} is refused by "
+                                               "its checks")
+        return
     path = staging.batch_vcz(batch_id)
     if not path.exists():
         raise dg.Failure(f"staged batch {batch_id} is missing from {path}: materialize staged_batch")
@@ -146,9 +174,9 @@ def vcz_store(context: dg.AssetExecutionContext, store: VczStoreResource,
                 context.log.warning(f"{failure.description}. The store changed since the batch "
                                     "was checked: it is checked again (ingest_batch), nothing "
                                     "was written.")
-                context.instance.add_run_tags(context.run_id, {MOVED_ON: "true"})
-                yield _consistent(True, "nothing written: the store changed since the batch was "
-                                        "checked, and it is checked again")
+                context.instance.add_run_tags(context.run.run_id, {MOVED_ON: "true"})
+                yield from _unchanged(store, batch_id, "nothing written: the store changed since "
+                                                       "the batch was checked, and it is checked again")
                 return
             if failure.error_type == "AuditError":  # main was not moved
                 yield _consistent(False, failure.description)
