@@ -74,7 +74,7 @@ class DagsterDev:
         # down (it sat out SIGTERM until the timeout).
         os.killpg(self.process.pid, signal.SIGINT)
         try:
-            self.process.wait(timeout=60)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
