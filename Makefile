@@ -8,7 +8,7 @@ VENV := .venv
 export UV_PYTHON := $(PYTHON)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Two workers (pytest-xdist): most tests wait on subprocesses, servers and disk, not the CPU.
-PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder --durations=25
+PYTEST_ARGS ?= -n 2 --dist loadscope --durations=25
 
 .PHONY: install system-deps dev test lint bench clean
 

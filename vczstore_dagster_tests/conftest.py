@@ -8,10 +8,6 @@
 - ``dask_cluster`` (session): a real Dask ``LocalCluster`` of 2 worker processes on 127.0.0.1.
 
 Ground truth, digests and subprocess helpers live in :mod:`vczstore_dagster_tests.helpers`.
-
-The modules that take longest run first (``make test`` runs pytest-xdist with ``--dist loadscope
---no-loadscope-reorder``: whole modules to each worker, in collection order), so that none of
-them is left running alone at the end.
 """
 
 from __future__ import annotations
@@ -23,23 +19,6 @@ import uuid
 import pytest
 
 from vczstore_dagster_tests import helpers
-
-SLOW_MODULES = (  # minutes each, mostly waiting on dg dev, Dagster runs or processes
-    "defs/test_dagster_dev.py",
-    "store/test_cluster.py",
-    "defs/test_convert_steps.py",
-    "defs/test_remedies.py",
-    "defs/test_withdrawals.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        path = item.nodeid.split("::")[0]
-        return next((i for i, slow in enumerate(SLOW_MODULES) if path.endswith(slow)),
-                    len(SLOW_MODULES))
-
-    items.sort(key=rank)  # stable: the others keep their order
 
 
 @pytest.fixture(scope="session")
